@@ -1,0 +1,31 @@
+"""Registration of every family with transformers' Auto classes (run once, on ``import flagai_hf``)."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+from .models import bert
+
+# (Auto class, config class, model class) for every pairing that exists.
+AUTO_MODELS = [
+    (AutoModel, bert.FlagAIBertConfig, bert.BertModel),
+    (AutoModelForMaskedLM, bert.FlagAIBertConfig, bert.BertForMaskedLM),
+    (AutoModelForSequenceClassification, bert.FlagAIBertConfig, bert.BertForSequenceClassification),
+    (AutoModelForTokenClassification, bert.FlagAIBertConfig, bert.BertForSequenceLabeling),
+]
+AUTO_TOKENIZERS = [(bert.FlagAIBertConfig, bert.FlagAIBertTokenizer)]
+
+
+def register_all() -> None:
+    configs = {config for _, config, _ in AUTO_MODELS}
+    for config in configs:
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+    for auto_class, config, model in AUTO_MODELS:
+        auto_class.register(config, model, exist_ok=True)
+    for config, tokenizer in AUTO_TOKENIZERS:
+        AutoTokenizer.register(config, tokenizer_class=tokenizer, exist_ok=True)

@@ -1,0 +1,129 @@
+"""Multi-head self-attention with a fused ``query_key_value`` projection.
+
+The attention kernel is looked up in transformers' registry by ``config._attn_implementation`` ("eager", "sdpa", or
+any function registered with ``AttentionInterface``), with ``eager_attention_forward`` below as the fallback. So one
+module serves every backend, and users switch with ``from_pretrained(..., attn_implementation=...)`` or
+``model.set_attn_implementation(...)``.
+
+Masks reaching the kernels are *additive* float tensors broadcastable to ``(B, heads, Tq, Tk)`` (0 = attend, the
+dtype's minimum = masked) or ``None`` (attend everywhere). ``attention_bias`` builds them from the 0/1 masks users pass.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,  # (B, heads, Tq, head_dim)
+    key: torch.Tensor,  # (B, heads, Tk, head_dim)
+    value: torch.Tensor,  # (B, heads, Tk, head_dim)
+    attention_mask: torch.Tensor | None,  # additive, broadcastable to (B, heads, Tq, Tk), or bool (True = attend)
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scaling + mask) v, written out; returns ``(output (B, Tq, heads, head_dim), probs)``."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, heads, Tq, Tk)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, Tq, heads, head_dim)
+    return output, probs
+
+
+def attention_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Turn a user mask (1/True = attend, 0/False = masked) into an additive float mask for the kernels.
+
+    Accepted shapes: ``(B, Tk)`` padding masks, ``(B, Tq, Tk)`` and ``(B, 1 or heads, Tq, Tk)`` full masks. Returns
+    ``(B, 1, 1, Tk)``, ``(B, 1, Tq, Tk)`` or the 4-D shape, or ``None`` when nothing is masked (the fast path).
+    """
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        mask = mask[:, None, None, :]  # (B, 1, 1, Tk)
+    elif mask.dim() == 3:
+        mask = mask[:, None, :, :]  # (B, 1, Tq, Tk)
+    elif mask.dim() != 4:
+        raise ValueError(
+            f"attention_mask must be 2-D (batch, keys), 3-D (batch, queries, keys) or 4-D "
+            f"(batch, 1 or heads, queries, keys); got shape {tuple(mask.shape)}"
+        )
+    keep = mask.bool() if mask.dtype != torch.bool else mask
+    if bool(keep.all()):
+        return None
+    bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return bias.masked_fill_(~keep, torch.finfo(dtype).min)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: fused ``query_key_value`` projection, kernel dispatch, output projection ``dense``.
+
+    Args:
+        config: the model config; only ``config._attn_implementation`` is read (it selects the kernel).
+        hidden_size: model width ``h``; ``query_key_value`` maps h -> 3h laid out as ``[q | k | v]``.
+        num_heads: attention heads; ``head_dim = h // num_heads``.
+        dropout: dropout on the attention probabilities (training only).
+        is_causal: whether the kernel may assume a causal pattern when no mask is given (sdpa reads it).
+        layer_idx: this layer's index in a KV cache.
+        bias: whether the projections have biases.
+    """
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        is_causal: bool = False,
+        layer_idx: int | None = None,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_heads})")
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = dropout
+        self.is_causal = is_causal  # read by transformers' sdpa kernel: must be False for bidirectional encoders
+        self.layer_idx = layer_idx
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size, bias=bias)
+        self.dense = nn.Linear(hidden_size, hidden_size, bias=bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, T, h)
+        attention_mask: torch.Tensor | None = None,  # additive, see `attention_bias`
+        cache=None,  # a transformers `Cache`; this layer appends its keys/values at `layer_idx`
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, hidden = hidden_states.shape
+        qkv = self.query_key_value(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)  # (B, heads, past + T, head_dim)
+
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, probs = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(batch, length, hidden)  # (B, T, heads, head_dim) -> (B, T, h)
+        return self.dense(output), probs

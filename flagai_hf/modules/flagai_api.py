@@ -1,0 +1,90 @@
+"""FlagAI's model API on top of transformers' ``PreTrainedConfig`` / ``PreTrainedModel``.
+
+- ``FlagAIConfigMixin.from_flagai_dict`` / ``from_flagai_json``: build a config from a FlagAI or transformers
+  ``config.json`` (each family's config translates FlagAI's key names in its ``__init__``), checking required keys.
+- ``FlagAIModelMixin.init_from_json``: a randomly initialised model from such a file, kwargs overriding the config.
+- ``FlagAIModelMixin.from_pretrain``: FlagAI's loader (``download_path/model_name``), implemented in
+  ``flagai_hf.loading``.
+- ``FlagAIModelMixin.flagai_kwargs``: FlagAI's ``segment_ids`` name for ``token_type_ids``; other unknown forward
+  kwargs are ignored with a warning, once per class and set of names.
+"""
+
+import json
+import os
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# Keyword arguments transformers' machinery (Trainer, generate, pipelines) passes that our forwards don't need.
+IGNORED_QUIETLY = {"output_attentions", "return_dict", "num_items_in_batch", "use_cache"}
+_warned: set = set()
+
+
+class FlagAIConfigMixin:
+    """Adds ``from_flagai_dict`` / ``from_flagai_json`` to a family config (see the module docstring)."""
+
+    # Keys a config file must define (transformers' name, then the FlagAI names accepted for it).
+    required_keys: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def from_flagai_dict(cls, config: dict, source: str = "config", **overrides):
+        """Build the config from a FlagAI or transformers dict; ``overrides`` replace or extend its keys."""
+        values = {**config, **overrides}
+        for key, aliases in cls.required_keys.items():
+            if not any(name in values for name in (key, *aliases)):
+                names = " or ".join(repr(n) for n in (key, *aliases))
+                raise ValueError(
+                    f"{source} is missing the required key {names}; a {cls.model_type} config needs "
+                    f"{', '.join(cls.required_keys)}"
+                )
+        values.pop("model_type", None)
+        values.pop("architectures", None)
+        values.pop("transformers_version", None)
+        return cls(**values)
+
+    @classmethod
+    def from_flagai_json(cls, config_file: str | os.PathLike, **overrides):
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        return cls.from_flagai_dict(config, source=str(config_file), **overrides)
+
+
+class FlagAIModelMixin:
+    """Adds FlagAI's ``init_from_json`` / ``from_pretrain`` and forward-kwarg handling to a ``PreTrainedModel``."""
+
+    @classmethod
+    def init_from_json(cls, config_file: str | os.PathLike = "./config.json", device: str = "cpu", **kwargs):
+        """A randomly initialised model from a FlagAI or transformers config file; kwargs override the config
+        (e.g. ``class_num=7``, ``checkpoint_activations=True``)."""
+        config = cls.config_class.from_flagai_json(config_file, **kwargs)
+        return cls(config).to(device)
+
+    @classmethod
+    def from_pretrain(cls, download_path: str | os.PathLike = "./checkpoints", model_name: str | None = None,
+                      device: str = "cpu", **kwargs):
+        """FlagAI's loader: ``download_path/model_name/`` holding a native, transformers or FlagAI checkpoint."""
+        try:
+            from flagai_hf.loading import from_pretrain
+        except ImportError as error:  # remote-code copies of this file run without the flagai_hf package
+            raise ImportError(
+                "from_pretrain needs the flagai_hf package (pip install flagai_hf); use from_pretrained otherwise"
+            ) from error
+        return from_pretrain(cls, download_path, model_name, device=device, **kwargs)
+
+    def post_init(self):
+        super().post_init()
+        if getattr(self.config, "checkpoint_activations", False) and self.supports_gradient_checkpointing:
+            self.activation_checkpointing_enable()
+
+    def flagai_kwargs(self, kwargs: dict, token_type_ids=None):
+        """Return ``token_type_ids`` (or FlagAI's ``segment_ids``); warn once about kwargs this forward ignores."""
+        segment_ids = kwargs.pop("segment_ids", None)
+        if token_type_ids is None:
+            token_type_ids = segment_ids
+        unknown = sorted(name for name, value in kwargs.items() if name not in IGNORED_QUIETLY and value is not None)
+        key = (type(self).__name__, tuple(unknown))
+        if unknown and key not in _warned:
+            _warned.add(key)
+            logger.warning(f"{type(self).__name__}.forward ignores the keyword arguments: {', '.join(unknown)}")
+        return token_type_ids
