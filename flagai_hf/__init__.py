@@ -1,7 +1,7 @@
 """flagai_hf: the FlagAI model family as Hugging Face Transformers models.
 
 Importing the package registers every family with transformers' Auto classes (``AutoConfig``, ``AutoModel``,
-``AutoModelFor*``, ``AutoTokenizer``) under its own ``model_type`` (``flagai_bert``, ...).
+``AutoModelFor*``, ``AutoTokenizer``) under its own ``model_type`` (``flagai_bert``, ``flagai_glm``, ...).
 """
 
 from .auto_registration import register_all
@@ -16,6 +16,14 @@ from .models.bert import (
     BertModel,
     FlagAIBertConfig,
     FlagAIBertTokenizer,
+)
+from .models.glm import (
+    GLMConfig,
+    GLMForConditionalGeneration,
+    GLMForMultipleChoice,
+    GLMForSeq2Seq,
+    GLMForSequenceClassification,
+    GLMModel,
 )
 
 register_all()
@@ -33,4 +41,10 @@ __all__ = [
     "BertForSequenceLabelingCRF",
     "BertForSequenceLabelingGP",
     "BertForSeq2seq",
+    "GLMConfig",
+    "GLMModel",
+    "GLMForConditionalGeneration",
+    "GLMForSeq2Seq",
+    "GLMForMultipleChoice",
+    "GLMForSequenceClassification",
 ]

@@ -4,12 +4,14 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
 )
 
-from .models import bert
+from .models import bert, glm
 
 # (Auto class, config class, model class) for every pairing that exists.
 AUTO_MODELS = [
@@ -17,6 +19,10 @@ AUTO_MODELS = [
     (AutoModelForMaskedLM, bert.FlagAIBertConfig, bert.BertForMaskedLM),
     (AutoModelForSequenceClassification, bert.FlagAIBertConfig, bert.BertForSequenceClassification),
     (AutoModelForTokenClassification, bert.FlagAIBertConfig, bert.BertForSequenceLabeling),
+    (AutoModel, glm.GLMConfig, glm.GLMModel),
+    (AutoModelForSeq2SeqLM, glm.GLMConfig, glm.GLMForConditionalGeneration),
+    (AutoModelForMultipleChoice, glm.GLMConfig, glm.GLMForMultipleChoice),
+    (AutoModelForSequenceClassification, glm.GLMConfig, glm.GLMForSequenceClassification),
 ]
 AUTO_TOKENIZERS = [(bert.FlagAIBertConfig, bert.FlagAIBertTokenizer)]
 

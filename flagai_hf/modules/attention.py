@@ -99,6 +99,12 @@ class SelfAttention(nn.Module):
         self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size, bias=bias)
         self.dense = nn.Linear(hidden_size, hidden_size, bias=bias)
 
+    def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of ``hidden_states`` (B, T, h), each (B, heads, T, head_dim)."""
+        batch, length, _ = hidden_states.shape
+        qkv = self.query_key_value(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (3, B, heads, T, head_dim) -> 3 x (B, heads, T, head_dim)
+
     def forward(
         self,
         hidden_states: torch.Tensor,  # (B, T, h)
@@ -107,8 +113,7 @@ class SelfAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, hidden = hidden_states.shape
-        qkv = self.query_key_value(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        query, key, value = self.project(hidden_states)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # (B, heads, past + T, head_dim)
 
