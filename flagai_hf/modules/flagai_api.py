@@ -4,7 +4,7 @@
   ``config.json`` (each family's config translates FlagAI's key names in its ``__init__``), checking required keys.
 - ``FlagAIModelMixin.init_from_json``: a randomly initialised model from such a file, kwargs overriding the config.
 - ``FlagAIModelMixin.from_pretrain``: FlagAI's loader (``download_path/model_name``), implemented in
-  ``flagai_hf.loading``.
+  ``flagai_hf.loading``; ``from_pretrained`` routes local folders in a foreign layout through it too.
 - ``FlagAIModelMixin.flagai_kwargs``: FlagAI's ``segment_ids`` name for ``token_type_ids``; other unknown forward
   kwargs are ignored with a warning, once per class and set of names.
 """
@@ -71,6 +71,24 @@ class FlagAIModelMixin:
                 "from_pretrain needs the flagai_hf package (pip install flagai_hf); use from_pretrained otherwise"
             ) from error
         return from_pretrain(cls, download_path, model_name, device=device, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, except that a local folder in another layout (a FlagAI folder, a transformers BERT,
+        a THUDM GLM: its config.json has another or no ``model_type``) is converted by ``from_pretrain`` instead of
+        loading with every weight missing."""
+        config_file = os.path.join(str(pretrained_model_name_or_path), "config.json")
+        if not args and "config" not in kwargs and os.path.isfile(config_file):
+            with open(config_file, encoding="utf-8") as handle:
+                model_type = json.load(handle).get("model_type")
+            if model_type != cls.config_class.model_type:
+                try:
+                    from flagai_hf.loading import load_folder
+                except ImportError:
+                    pass  # remote-code copy without the flagai_hf package: transformers' loader as usual
+                else:
+                    return load_folder(cls, pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def post_init(self):
         super().post_init()

@@ -291,6 +291,8 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
                                                                                                 dtype=torch.bool)
             causal = torch.ones(total, total, dtype=torch.bool, device=input_ids.device).tril()[past:total]
             mask = (causal[None] & padding[:, None, :])[:, None]  # (B, 1, T_new, total)
+        if position_ids is not None and position_ids.dim() == 2:  # transformers' own 1-D positions: make GLM's
+            position_ids = None
         if position_ids is not None:
             if position_ids.shape[-1] < total:
                 raise ValueError(f"position_ids cover {position_ids.shape[-1]} positions but generation reached "
@@ -303,6 +305,17 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             positions = None
         return {"input_ids": new_ids, "position_ids": positions, "attention_mask": mask, "cache": cache,
                 "use_cache": kwargs.get("use_cache", True)}
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None,
+                                      **model_kwargs):
+        """Beams and multiple returns: GLM's (B, 2, T) ``position_ids`` repeat along the batch (dim 0), where
+        transformers would take a 3-D ``position_ids`` for multimodal (3, B, T) ones."""
+        position_ids = model_kwargs.pop("position_ids", None)
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids,
+                                                                        **model_kwargs)
+        if position_ids is not None:
+            model_kwargs["position_ids"] = position_ids.repeat_interleave(expand_size, dim=0)
+        return input_ids, model_kwargs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False,
                                             num_new_tokens=1):

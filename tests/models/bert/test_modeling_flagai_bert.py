@@ -386,3 +386,13 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 def test_public_names():
     assert flagai_hf.BertForClsClassifier is BertForSequenceClassification
     assert "FlagAIBertTokenizer" in flagai_hf.__all__ and FlagAIBertTokenizer is flagai_hf.FlagAIBertTokenizer
+
+
+def test_from_pretrained_on_a_transformers_bert_folder_converts(tmp_path):
+    """Without the conversion every weight would be missing and silently random."""
+    reference = transformers.BertForTokenClassification(transformers.BertConfig(**TINY)).eval()
+    reference.save_pretrained(tmp_path / "hf")
+    ours = BertForSequenceLabeling.from_pretrained(tmp_path / "hf")
+    batch = padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=0)

@@ -254,3 +254,23 @@ def test_bad_input_gives_clear_errors():
         model(input_ids=ids, attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="input_ids contains 64"):
         model(input_ids=torch.full((1, 2), 64))
+
+
+def test_from_pretrained_on_a_thudm_hub_folder_converts_and_takes_overrides(tmp_path):
+    model = tiny_model()
+    hub_config = {"num_layers": 2, "vocab_size": 64, "hidden_size": 32, "num_attention_heads": 4,
+                  "max_sequence_length": 40, "model_type": "glm", "architectures": ["GLMModel"],
+                  "output_predict": True, "block_position_encoding": True, "pad_token_id": 0, "eos_token_id": 1,
+                  "sop_token_id": 2, "mask_token_ids": [3, 4, 5]}
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "config.json").write_text(json.dumps(hub_config))
+    torch.save(thudm_state_dict(model), tmp_path / "hub" / "pytorch_model.bin")  # bare names, as the Hub saved them
+    ids = torch.randint(6, 64, (2, 6))
+    loaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "hub")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=3).logits,
+                                   model(input_ids=ids, attention_mask=3).logits)
+    exact_gelu = GLMForConditionalGeneration.from_pretrained(tmp_path / "hub", hidden_act="gelu")
+    assert exact_gelu.config.hidden_act == "gelu"
+    with torch.no_grad():
+        assert not torch.allclose(exact_gelu(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-6)
