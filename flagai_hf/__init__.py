@@ -18,12 +18,15 @@ from .models.bert import (
     FlagAIBertTokenizer,
 )
 from .models.glm import (
+    GLMChineseTokenizer,
     GLMConfig,
+    GLMEnglishTokenizer,
     GLMForConditionalGeneration,
     GLMForMultipleChoice,
     GLMForSeq2Seq,
     GLMForSequenceClassification,
     GLMModel,
+    GLMSeq2SeqCollator,
 )
 
 register_all()
@@ -47,4 +50,7 @@ __all__ = [
     "GLMForSeq2Seq",
     "GLMForMultipleChoice",
     "GLMForSequenceClassification",
+    "GLMChineseTokenizer",
+    "GLMEnglishTokenizer",
+    "GLMSeq2SeqCollator",
 ]

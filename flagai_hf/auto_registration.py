@@ -24,7 +24,11 @@ AUTO_MODELS = [
     (AutoModelForMultipleChoice, glm.GLMConfig, glm.GLMForMultipleChoice),
     (AutoModelForSequenceClassification, glm.GLMConfig, glm.GLMForSequenceClassification),
 ]
-AUTO_TOKENIZERS = [(bert.FlagAIBertConfig, bert.FlagAIBertTokenizer)]
+# (config class, default tokenizer, other tokenizers of the family that AutoTokenizer must find by their class name)
+AUTO_TOKENIZERS = [
+    (bert.FlagAIBertConfig, bert.FlagAIBertTokenizer, None),
+    (glm.GLMConfig, glm.GLMChineseTokenizer, glm.GLMEnglishTokenizer),
+]
 
 
 def register_all() -> None:
@@ -33,5 +37,7 @@ def register_all() -> None:
         AutoConfig.register(config.model_type, config, exist_ok=True)
     for auto_class, config, model in AUTO_MODELS:
         auto_class.register(config, model, exist_ok=True)
-    for config, tokenizer in AUTO_TOKENIZERS:
-        AutoTokenizer.register(config, tokenizer_class=tokenizer, exist_ok=True)
+    for config, tokenizer, other in AUTO_TOKENIZERS:
+        # ``slow_tokenizer_class`` only adds ``other`` to the classes AutoTokenizer resolves by the name that
+        # tokenizer_config.json records; ``tokenizer`` stays the default for the config.
+        AutoTokenizer.register(config, tokenizer_class=tokenizer, slow_tokenizer_class=other, exist_ok=True)

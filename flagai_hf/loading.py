@@ -1,7 +1,8 @@
 """FlagAI's ``from_pretrain``: load ``download_path/model_name/`` whatever layout it holds.
 
 A folder holds ``config.json`` and weights (``model.safetensors`` preferred, sharded safetensors, or a pickle
-``pytorch_model.bin`` read with ``torch.load(weights_only=True)``, possibly wrapped in ``{"module": ...}``). Its layout
+``pytorch_model.bin`` read with ``torch.load(weights_only=True)``, possibly wrapped in ``{"module": ...}``, or a layout
+of the family's own ``weight_readers``, e.g. GLM's THUDM Megatron shards). Its layout
 may be flagai_hf's own, transformers' (e.g. ``model_type: "bert"``) or FlagAI's legacy one (no ``model_type``); each
 family registers a ``KeyMap`` that renames any of them to ours. Loading is strict about what matters:
 
@@ -15,6 +16,7 @@ Downloading missing folders (Hugging Face Hub, BAAI ModelHub, S3 mirrors) is not
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,10 @@ class Family:
     keymap: KeyMap
     model_types: set[str] = field(default_factory=set)  # config.json model_type values of this family
     backbone_modules: tuple[str, ...] = ()  # top-level backbone modules whose weights must be present
+    # Other checkpoint layouts of the family (e.g. GLM's Megatron shards), tried when the folder has none of the
+    # standard weight files: ``reader(folder, config)`` returns the state dict, or ``None`` when it finds none of its
+    # files there.
+    weight_readers: tuple[Callable, ...] = ()
 
 
 FAMILIES: dict[str, Family] = {}
@@ -71,8 +77,8 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
             f"{folder} holds a {found!r} model; {cls.__name__} loads {', '.join(sorted(family.model_types))} folders"
         )
 
-    state_dict = family.keymap.convert(read_weights(folder))
     config = cls.config_class.from_flagai_dict(config_dict, source=str(folder / "config.json"), **kwargs)
+    state_dict = family.keymap.convert(read_weights(folder, family.weight_readers, config))
     _untie_if_checkpoint_differs(cls, config, state_dict)
     model = cls(config)
     _load_into(model, state_dict, family, folder)
@@ -80,8 +86,9 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The folder's tensors: safetensors (single or sharded) by preference, else a pickle read safely."""
+def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) -> dict[str, torch.Tensor]:
+    """The folder's tensors: safetensors (single or sharded) by preference, else a pickle read safely, else what one
+    of the family's ``readers`` finds (called with ``folder`` and ``config``)."""
     single = folder / "model.safetensors"
     if single.is_file():
         return load_file(single)
@@ -97,9 +104,14 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
                 state_dict = state_dict[wrapper]
                 break
         return state_dict
+    for reader in readers:
+        state_dict = reader(folder, config)
+        if state_dict is not None:
+            return state_dict
+    also = "".join(f" or what {reader.__name__} reads" for reader in readers)
     raise FileNotFoundError(
-        f"No weights in {folder}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin "
-        f"(found {', '.join(sorted(p.name for p in folder.iterdir()))})"
+        f"No weights in {folder}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+        f"{also} (found {', '.join(sorted(p.name for p in folder.iterdir()))})"
     )
 
 

