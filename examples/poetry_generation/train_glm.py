@@ -14,7 +14,8 @@ Steps:
    and the one ``build_inputs_for_generation`` serves.) Poems longer than ``--max_target_length`` tokens are cut;
 3. a randomly initialised ``GLMForConditionalGeneration`` (cog-pretrain vocabulary, 50,048 embedding rows) trained
    with ``Seq2SeqTrainer`` on the model's own loss (``labels``);
-4. held-out loss and perplexity (token-weighted over every held-out poem token + eop), and for a few held-out titles
+4. held-out loss and perplexity (token-weighted over every held-out poem token + eop; next to the perplexity of a
+   smoothed unigram model of the training poems), and for a few held-out titles
    poems sampled with ``generate(do_sample=True, top_k, top_p)`` under a fixed seed, with the share of their phrases
    that have the requested length (5 or 7 characters);
 5. everything written to ``<output_dir>/metrics.json``.
@@ -31,6 +32,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -58,7 +60,7 @@ _data = _load_module("flagai_examples_poetry_generation_data", os.path.join(_HER
 
 # Model sizes: (hidden_size, num_layers, num_attention_heads); the MLP is 4 x hidden. "large" is GLM-large-ch.
 MODEL_SIZES = {
-    "tiny": (256, 3, 4),
+    "tiny": (128, 3, 4),
     "small": (512, 6, 8),
     "base": (768, 12, 12),
     "large": (1024, 24, 16),
@@ -75,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--config", choices=list(MODEL_SIZES), default="tiny",
-                   help="model size (hidden x layers): tiny 256x3, small 512x6, base 768x12, large 1024x24 "
+                   help="model size (hidden x layers): tiny 128x3, small 512x6, base 768x12, large 1024x24 "
                         "(GLM-large-ch); randomly initialised")
     g.add_argument("--hidden_size", type=int, default=None, help="override the size's hidden size")
     g.add_argument("--num_layers", type=int, default=None, help="override the size's number of layers")
@@ -141,6 +143,19 @@ def phrase_length_accuracy(poems: list[str], forms: list[str]) -> float | None:
         hits += sum(len(p) == want for p in phrases)
         total += len(phrases)
     return hits / total if total else None
+
+
+def unigram_perplexity(train_poems, eval_poems, tokenizer, max_target_length: int, alpha: float = 0.1) -> float:
+    """Reference point: the held-out perplexity of token frequencies of the training poems (add-``alpha``
+    smoothing over the 50,048-row vocabulary), on the same tokens as the model's (poem + eop, cut alike)."""
+    def tokens(poem):
+        return (tokenizer(poem.text, add_special_tokens=False)["input_ids"] + [tokenizer.eop_token_id])[
+            :max_target_length]
+
+    counts = Counter(t for poem in train_poems for t in tokens(poem))
+    total, vocab = sum(counts.values()), 50048
+    nll = [-math.log((counts[t] + alpha) / (total + alpha * vocab)) for poem in eval_poems for t in tokens(poem)]
+    return math.exp(sum(nll) / len(nll)) if nll else float("nan")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -259,6 +274,8 @@ def main(argv=None) -> dict:
     print(f"training: {trainer.state.global_step} steps in {train_seconds:.0f}s, loss "
           f"{loss_history[0]['loss']:.3f} -> {loss_history[-1]['loss']:.3f}; held-out loss {eval_loss:.3f} "
           f"per token ({eval_tokens} tokens), perplexity {perplexity:.1f}")
+    unigram = unigram_perplexity(train_poems, eval_poems, tokenizer, args.max_target_length)
+    print(f"unigram baseline (training-poem token frequencies): held-out perplexity {unigram:.1f}")
 
     t_gen = time.perf_counter()
     chosen = eval_poems[:args.num_poems]
@@ -282,6 +299,7 @@ def main(argv=None) -> dict:
         "eval_loss": eval_loss,
         "eval_perplexity": perplexity,
         "eval_tokens": eval_tokens,
+        "unigram_perplexity": unigram,
         "eval_poems": len(eval_poems),
         "train_poems": len(train_poems),
         "train_loss": train_result.training_loss,

@@ -146,6 +146,7 @@ def test_title_generation_main_tiny(tmp_path):
     assert _finite(metrics["eval_loss"]) and _finite(metrics["train_loss"])
     for key in ("rouge1", "rouge2", "rougeL"):
         assert 0.0 <= metrics[key] <= 1.0
+        assert 0.0 <= metrics["lead_baseline"][key] <= 1.0
     assert len(metrics["generated"]) == metrics["eval_pairs"] == 4
     assert all(isinstance(g, str) for g in metrics["generated"])
     assert all(isinstance(s["generated"], str) and s["title"] for s in metrics["samples"])
@@ -183,6 +184,6 @@ def test_poetry_generation_main_tiny(tmp_path):
     assert metrics["global_step"] == 4
     assert len(metrics["loss_history"]) == 4 and all(_finite(e["loss"]) for e in metrics["loss_history"])
     assert _finite(metrics["eval_loss"]) and metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
-    assert metrics["eval_tokens"] > 0 and _finite(metrics["train_loss"])
+    assert metrics["eval_tokens"] > 0 and _finite(metrics["train_loss"]) and _finite(metrics["unigram_perplexity"])
     assert len(metrics["samples"]) == 2
     assert all(isinstance(s["generated"], str) and s["title"] for s in metrics["samples"])
