@@ -5,10 +5,14 @@ A rule maps a source template to a target template; ``{i}`` matches a layer inde
 tensor (e.g. BERT's next-sentence head). A target ``Part(name, index, count)`` is one of ``count`` row blocks that are
 concatenated along dim 0 into ``name`` (separate q, k, v -> fused ``query_key_value``). A name no rule matches is an
 error that lists it: nothing is guessed.
+
+The way back, flagai_hf -> FlagAI's legacy layout, is data too: a family's ``FlagAILayout`` lists the backbone rules,
+for each of our classes the FlagAI class it corresponds to (its backbone prefix and head names), and the config keys
+FlagAI reads; ``conversion/convert.py --to flagai`` uses it.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -93,3 +97,78 @@ class KeyMap:
                 raise ValueError(f"Checkpoint has only some parts of {name!r}: row blocks {missing} are missing")
             converted[name] = torch.cat([blocks[index] for index in range(counts[name])], dim=0)
         return converted
+
+
+@dataclass(frozen=True)
+class FlagAIClass:
+    """How one of FlagAI's task classes names its tensors.
+
+    Args:
+        name: the FlagAI class (written to the report, e.g. ``BertForClsClassifier``).
+        backbone_prefix: what FlagAI puts before the backbone's names: ``model.`` when the task class holds the
+            backbone as ``self.model``, ``""`` when it is the backbone or delegates ``state_dict`` to it.
+        heads: ``{our head template: FlagAI's template}`` (the same template syntax as ``KeyMap``).
+    """
+
+    name: str
+    backbone_prefix: str = ""
+    heads: dict = field(default_factory=dict)
+
+
+class FlagAILayout:
+    """A family's FlagAI legacy layout as data: writes a model as ``(config_dict, state_dict)`` the way FlagAI's
+    classes save them. An instance is a family's ``Family.to_flagai``.
+
+    Args:
+        backbone: ``{our backbone template (without the base-model prefix): FlagAI's template}``.
+        classes: ``{our class name: FlagAIClass}``; a model's class, or its nearest base class, must be listed.
+        config_keys: ``{our config attribute: FlagAI's key}``: every key FlagAI's constructor reads, written even at
+            its default value. Other non-default attributes are kept under their own names (FlagAI ignores them;
+            flagai_hf reads them back).
+        config_defaults: ``{FlagAI key: value}`` FlagAI requires that flagai_hf has no use for, written when the
+            config does not hold them.
+        check: ``check(config)`` raises ``ValueError`` for what FlagAI's classes cannot represent.
+    """
+
+    # transformers bookkeeping that has no meaning in a FlagAI config.json
+    _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "id2label",
+                            "label2id")
+
+    def __init__(self, backbone: dict, classes: dict[str, FlagAIClass], config_keys: dict[str, str],
+                 config_defaults: dict | None = None, check=None):
+        self.backbone = backbone
+        self.classes = classes
+        self.config_keys = config_keys
+        self.config_defaults = config_defaults or {}
+        self.check = check
+
+    def flagai_class(self, model_class: type) -> FlagAIClass:
+        for cls in model_class.__mro__:
+            if cls.__name__ in self.classes:
+                return self.classes[cls.__name__]
+        raise ValueError(f"{model_class.__name__} has no FlagAI counterpart; FlagAI layouts exist for "
+                         f"{', '.join(self.classes)}")
+
+    def keymap(self, model_class: type, base_model_prefix: str) -> KeyMap:
+        """Our names (as ``model_class.state_dict()`` gives them) -> FlagAI's."""
+        flagai = self.flagai_class(model_class)
+        rules = {ours: flagai.backbone_prefix + theirs for ours, theirs in self.backbone.items()}
+        rules.update(flagai.heads)
+        return KeyMap(rules, strip_prefixes=(base_model_prefix + ".",))
+
+    def config(self, config) -> dict:
+        """FlagAI's ``config.json`` for ``config``."""
+        if self.check is not None:
+            self.check(config)
+        written = {flagai_key: getattr(config, ours) for ours, flagai_key in self.config_keys.items()}
+        for key, value in config.to_diff_dict().items():
+            if key not in self.config_keys and key not in written and key not in self._DROPPED_CONFIG_KEYS:
+                written[key] = value
+        for key, value in self.config_defaults.items():
+            written.setdefault(key, value)
+        return written
+
+    def __call__(self, model) -> tuple[dict, dict[str, torch.Tensor]]:
+        """``(config_dict, state_dict)`` of ``model`` in FlagAI's layout; unknown tensor names raise ``ValueError``."""
+        keymap = self.keymap(type(model), model.base_model_prefix)
+        return self.config(model.config), keymap.convert(model.state_dict())

@@ -11,17 +11,27 @@ family registers a ``KeyMap`` that renames any of them to ours. Loading is stric
 - missing head weights (fine-tuning a pretrained backbone) are initialised and reported in a warning;
 - checkpoint tensors the chosen class has no use for (e.g. the MLM head when loading a classifier) are reported.
 
-Downloading missing folders (Hugging Face Hub, BAAI ModelHub, S3 mirrors) is not implemented yet: only local folders.
+Loading costs about the read: the model is built with its parameters on the meta device (no memory, no random
+initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped); only what the checkpoint
+lacks is allocated and initialised.
+
+A missing folder is downloaded first (``flagai_hf.download``: Hugging Face Hub, BAAI ModelHub, S3 mirrors; once per
+machine, resumed, verified); a folder the downloader left unfinished is never loaded.
 """
 
 import json
 import os
+import pickle
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as hf_init
 from transformers.utils import logging
 
 from .keymap import KeyMap
@@ -40,6 +50,13 @@ class Family:
     # standard weight files: ``reader(folder, config)`` returns the state dict, or ``None`` when it finds none of its
     # files there.
     weight_readers: tuple[Callable, ...] = ()
+    # How a model of the family is written back in FlagAI's legacy layout: ``to_flagai(model)`` returns
+    # ``(config_dict, state_dict)`` with FlagAI's config keys and tensor names (e.g. ``keymap.FlagAILayout``).
+    # ``None`` when nobody has described the family's FlagAI layout yet.
+    to_flagai: Callable | None = None
+    # ``{vocabulary file name: tokenizer class}``: the family's tokenizer for a folder holding that file (tried in
+    # order; the converters use it to write a folder's tokenizer).
+    tokenizers: dict[str, type] = field(default_factory=dict)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -50,21 +67,25 @@ def register_family(model_type: str, family: Family) -> None:
 
 
 def from_pretrain(cls, download_path="./checkpoints", model_name=None, device="cpu", **kwargs):
-    """Load ``cls`` from the local folder ``download_path/model_name``; kwargs override the config."""
-    if not model_name:
-        raise ValueError("from_pretrain needs model_name: the folder under download_path holding the model")
-    folder = Path(download_path) / model_name
-    if not (folder / "config.json").is_file():
-        present = sorted(p.name for p in Path(download_path).iterdir()) if Path(download_path).is_dir() else []
-        raise FileNotFoundError(
-            f"No model folder {folder} (with a config.json). Downloading is not available yet: place the model there. "
-            f"{download_path} holds: {', '.join(present) or 'nothing'}"
-        )
+    """Load ``cls`` from ``download_path/model_name``, downloading the folder first when it is missing or unfinished.
+
+    Download options (``sources``, ``modelhub_url``, ``s3_endpoint``, ``s3_bucket``, ``s3_prefix``, timeouts, ...; see
+    ``flagai_hf.download.DownloadSettings``) are taken out of ``kwargs``; the remaining kwargs override the config.
+    """
+    from .download import SETTING_NAMES, DownloadSettings, resolve
+
+    settings = DownloadSettings.from_call(**{name: kwargs.pop(name) for name in list(kwargs) if name in SETTING_NAMES})
+    folder = resolve(download_path, model_name, settings)
     return load_folder(cls, folder, device=device, **kwargs)
 
 
 def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
-    """Build ``cls`` from ``folder`` (any layout its family knows), then move it to ``device`` / ``dtype``."""
+    """Build ``cls`` from ``folder`` (any layout its family knows), then move it to ``device`` / ``dtype``.
+
+    The model is built with its parameters on the meta device (no memory, no random initialisation) and the
+    checkpoint's tensors are assigned in place, so loading costs about the read; only the parameters the checkpoint
+    lacks (new heads) are allocated and initialised with the model's ``_init_weights``.
+    """
     folder = Path(folder)
     dtype = kwargs.pop("torch_dtype", dtype)
     model_type = cls.config_class.model_type
@@ -80,8 +101,9 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
     config = cls.config_class.from_flagai_dict(config_dict, source=str(folder / "config.json"), **kwargs)
     state_dict = family.keymap.convert(read_weights(folder, family.weight_readers, config))
     _untie_if_checkpoint_differs(cls, config, state_dict)
-    model = cls(config)
-    _load_into(model, state_dict, family, folder)
+    with hf_init.no_init_weights(), _parameters_on_meta():
+        model = cls(config)
+    _load_into(model, state_dict, family, folder, dtype=dtype)
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
@@ -96,14 +118,9 @@ def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) 
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return {name: tensor for shard in shards for name, tensor in load_file(folder / shard).items()}
-    pickle = folder / "pytorch_model.bin"
-    if pickle.is_file():
-        state_dict = torch.load(pickle, map_location="cpu", weights_only=True)
-        for wrapper in ("module", "state_dict", "model"):  # FlagAI's Trainer saves {"module": state_dict, ...}
-            if isinstance(state_dict.get(wrapper), dict):
-                state_dict = state_dict[wrapper]
-                break
-        return state_dict
+    pickled = folder / "pytorch_model.bin"
+    if pickled.is_file():
+        return read_pickled_weights(pickled)
     for reader in readers:
         state_dict = reader(folder, config)
         if state_dict is not None:
@@ -115,6 +132,49 @@ def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) 
     )
 
 
+def read_pickled_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict, read with ``torch.load(weights_only=True)`` (no code runs) and unwrapped from FlagAI's
+    Trainer format ``{"module": state_dict, ...}``. Not memory-mapped: the model must not depend on a file that a
+    later ``torch.save`` to the same path would truncate."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds objects other than tensors, which are not loaded (pickle files are read with "
+            f"torch.load(weights_only=True)); accepted: a dict of tensors, possibly wrapped as {{'module': ...}}. "
+            f"torch says: {str(error).splitlines()[0]}"
+        ) from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} holds a {type(payload).__name__}; expected a state dict (name -> tensor)")
+    for wrapper in ("module", "state_dict", "model"):  # FlagAI's Trainer saves {"module": state_dict, ...}
+        if isinstance(payload.get(wrapper), dict):
+            payload = payload[wrapper]
+            break
+    not_tensors = sorted(str(name) for name, value in payload.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise ValueError(f"{path} is not a state dict of tensors: {', '.join(not_tensors)} are not tensors")
+    return payload
+
+
+@contextmanager
+def _parameters_on_meta():
+    """Within: parameters registered by any ``nn.Module`` are moved to the meta device (shape and dtype only, so no
+    memory and no cost for their random initialisation); buffers stay real, so non-persistent ones (position ids,
+    rotary tables) get their proper values from the constructor."""
+    register_parameter = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        register_parameter(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter
+
+
 def _untie_if_checkpoint_differs(cls, config, state_dict) -> None:
     """A checkpoint whose output embedding differs from its input embedding loads untied (FlagAI's UniLM head)."""
     prefix = cls.base_model_prefix + "."
@@ -124,11 +184,14 @@ def _untie_if_checkpoint_differs(cls, config, state_dict) -> None:
             config.tie_word_embeddings = False
 
 
-def _load_into(model, state_dict, family: Family, folder: Path) -> None:
+def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dtype | None = None) -> None:
+    """Assign the checkpoint's tensors to ``model`` (built by ``load_folder`` with parameters on the meta device),
+    initialise the parameters it lacks, and re-tie the tied ones. Floating tensors are cast to ``dtype`` (default:
+    the model's own dtype)."""
     expected = model.state_dict()
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     prefix = model.base_model_prefix
-    loaded, unused, mismatched = {}, [], []
+    loaded, unused, mismatched, addresses = {}, [], [], set()
     for name, tensor in state_dict.items():
         key = f"{prefix}.{name}" if f"{prefix}.{name}" in expected else name  # backbone names inside a head model
         if key not in expected:
@@ -136,6 +199,11 @@ def _load_into(model, state_dict, family: Family, folder: Path) -> None:
         elif expected[key].shape != tensor.shape:
             mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[key].shape)}")
         else:
+            wanted = dtype if dtype is not None and tensor.is_floating_point() else expected[key].dtype
+            tensor = tensor.to(wanted)
+            if tensor.data_ptr() in addresses:  # a pickle of a tied model: parameters must not alias unless tied
+                tensor = tensor.clone()
+            addresses.add(tensor.data_ptr())
             loaded[key] = tensor
     if mismatched:
         raise ValueError(f"Checkpoint tensors in {folder} do not fit {type(model).__name__}: " + "; ".join(mismatched))
@@ -147,8 +215,47 @@ def _load_into(model, state_dict, family: Family, folder: Path) -> None:
         raise ValueError(
             f"Checkpoint in {folder} lacks backbone weights of {type(model).__name__}: {', '.join(missing_backbone)}"
         )
-    model.load_state_dict(loaded, strict=False)
+    model.load_state_dict(loaded, strict=False, assign=True)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if name in loaded:
+            param._is_hf_initialized = True  # transformers' init functions leave flagged tensors alone
+    _initialise_missing(model, missing)
+    model.tie_weights(recompute_mapping=False)
+    still_empty = [name for name, param in model.named_parameters() if param.device.type == "meta"]
+    if still_empty:
+        raise RuntimeError(f"{type(model).__name__}: no value for {', '.join(still_empty)} (not in {folder}, "
+                           "not initialised, not tied)")
     if missing:
         logger.warning(f"{type(model).__name__}: newly initialised (not in {folder}): {', '.join(missing)}")
     if unused:
         logger.info(f"{type(model).__name__}: unused checkpoint tensors in {folder}: {', '.join(sorted(unused))}")
+
+
+def _initialise_missing(model: PreTrainedModel, missing: list[str]) -> None:
+    """Allocate the parameters named in ``missing`` (still on the meta device) and initialise them as a fresh model
+    would: the module's own ``reset_parameters``, then the ``_init_weights`` of the innermost ``PreTrainedModel`` that
+    holds the module. Tensors loaded from the checkpoint carry ``_is_hf_initialized`` and are left alone."""
+    owners = {}  # module -> innermost PreTrainedModel holding it
+
+    def visit(module, owner):
+        owners[module] = owner
+        for child in module.children():
+            visit(child, child if isinstance(child, PreTrainedModel) else owner)
+
+    visit(model, model)
+    to_initialise = []
+    for name in missing:
+        module_name, _, attribute = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        param = module._parameters.get(attribute)
+        if param is None or param.device.type != "meta":
+            continue  # a persistent buffer: it keeps the constructor's value
+        module._parameters[attribute] = type(param)(torch.empty_like(param, device="cpu"),
+                                                    requires_grad=param.requires_grad)
+        if module not in to_initialise:
+            to_initialise.append(module)
+    with torch.no_grad(), hf_init.guard_torch_init_functions():
+        for module in to_initialise:
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            owners[module]._init_weights(module)

@@ -1,10 +1,13 @@
-"""conversion/convert_to_native.py: a FlagAI BERT folder becomes a native folder that loads with from_pretrained."""
+"""conversion/convert_to_native.py and conversion/convert.py: FlagAI folders become native folders that load with
+from_pretrained, and native folders become FlagAI folders."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import transformers
 from material import chinese_vocab
@@ -44,3 +47,35 @@ def test_flagai_folder_converts_to_native(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "conversion" / "convert_to_native.py"), str(source),
                           str(tmp_path / "x"), "--model-class", "NoSuchModel"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "choose one of: " in bad.stderr and "BertForSequenceLabeling" in bad.stderr
+
+
+def test_cli_converts_native_to_flagai_and_back(tmp_path):
+    config = flagai_hf.GLMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 max_position_embeddings=16, num_labels=3)
+    torch.manual_seed(0)
+    flagai_hf.GLMForSequenceClassification(config).save_pretrained(tmp_path / "native")
+    script = str(REPO / "conversion" / "convert.py")
+
+    result = subprocess.run([sys.executable, script, "--to", "flagai", str(tmp_path / "native"),
+                             str(tmp_path / "flagai")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "FlagAI GLMForSequenceClassification" in result.stdout
+    written = json.loads((tmp_path / "flagai" / "config.json").read_text())
+    assert written["num_layers"] == 2 and written["class_num"] == 3 and "model_type" not in written
+    state = torch.load(tmp_path / "flagai" / "pytorch_model.bin", weights_only=True)
+    assert {"model.word_embeddings.weight", "pool_layer.weight", "multichoice_head.bias"} <= set(state)
+
+    # the same entry point in-process (a subprocess start costs seconds on this machine)
+    spec = importlib.util.spec_from_file_location("conversion_convert_cli", script)
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    convert.main(["--to", "native", str(tmp_path / "flagai"), str(tmp_path / "again"),
+                  "--model-class", "GLMForSequenceClassification"])
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "again")
+    assert torch.equal(model.classifier.weight, state["multichoice_head.weight"])
+
+    state["model.transformer.layers.0.attention.rotary.weight"] = torch.zeros(2)
+    torch.save(state, tmp_path / "flagai" / "pytorch_model.bin")
+    with pytest.raises(SystemExit, match="unknown names: model.transformer.layers.0.attention.rotary.weight"):
+        convert.main(["--to", "native", str(tmp_path / "flagai"), str(tmp_path / "x"),
+                      "--model-class", "GLMForSequenceClassification"])

@@ -2,7 +2,7 @@
 
 from ...loading import Family, register_family
 from .configuration_flagai_bert import FlagAIBertConfig
-from .convert_flagai_bert import BERT_KEYMAP
+from .convert_flagai_bert import BERT_FLAGAI_LAYOUT, BERT_KEYMAP
 from .modeling_flagai_bert import (
     BertForClsClassifier,
     BertForMaskedLM,
@@ -18,7 +18,8 @@ from .tokenization_flagai_bert import FlagAIBertTokenizer
 
 register_family(
     FlagAIBertConfig.model_type,
-    Family(keymap=BERT_KEYMAP, model_types={"flagai_bert", "bert"}, backbone_modules=("embeddings", "layers")),
+    Family(keymap=BERT_KEYMAP, model_types={"flagai_bert", "bert"}, backbone_modules=("embeddings", "layers"),
+           to_flagai=BERT_FLAGAI_LAYOUT, tokenizers={"vocab.txt": FlagAIBertTokenizer}),
 )
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 from ...loading import Family, register_family
 from .configuration_flagai_glm import GLMConfig
-from .convert_flagai_glm import GLM_KEYMAP
+from .convert_flagai_glm import GLM_FLAGAI_LAYOUT, GLM_KEYMAP
 from .megatron import read_megatron_folder
 from .modeling_flagai_glm import (
     GLMForConditionalGeneration,
@@ -18,7 +18,9 @@ register_family(
     GLMConfig.model_type,
     Family(keymap=GLM_KEYMAP, model_types={"flagai_glm", "glm"},
            backbone_modules=("embeddings", "layers", "final_layernorm"),
-           weight_readers=(read_megatron_folder,)),  # THUDM Megatron shards mp_rank_XX_model_states.pt
+           weight_readers=(read_megatron_folder,),  # THUDM Megatron shards mp_rank_XX_model_states.pt
+           to_flagai=GLM_FLAGAI_LAYOUT,
+           tokenizers={"cog-pretrain.model": GLMChineseTokenizer, "vocab.txt": GLMEnglishTokenizer}),
 )
 
 __all__ = [
