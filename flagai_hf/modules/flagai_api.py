@@ -63,7 +63,10 @@ class FlagAIModelMixin:
     @classmethod
     def from_pretrain(cls, download_path: str | os.PathLike = "./checkpoints", model_name: str | None = None,
                       device: str = "cpu", **kwargs):
-        """FlagAI's loader: ``download_path/model_name/`` holding a native, transformers or FlagAI checkpoint."""
+        """FlagAI's loader: ``download_path/model_name/`` holding a native, transformers or FlagAI checkpoint,
+        downloaded there first (Hugging Face Hub, BAAI ModelHub, an S3 mirror) when it is missing; download options
+        (``sources``, ``s3_endpoint``, timeouts, ...) are described in ``flagai_hf.download``, other kwargs override
+        the config."""
         try:
             from flagai_hf.loading import from_pretrain
         except ImportError as error:  # remote-code copies of this file run without the flagai_hf package

@@ -1,0 +1,302 @@
+"""Streamed, resumable, verified download of one file over HTTP(S).
+
+``fetch(url, target, ...)`` writes to ``<target>.flagai_hf.part`` beside the target and resumes an existing part with
+an HTTP ``Range`` request. Connection errors, read timeouts, 429/5xx answers and bodies shorter than announced are
+retried (bounded, exponential backoff; a request that brought new bytes resets the count). The finished part is
+checked against the advertised size and digests (sha256, or md5 for S3 ETags) and only then renamed onto the target
+with ``os.replace``; a part that fails the check is deleted. Connect and read timeouts are separate.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+PART_SUFFIX = ".flagai_hf.part"
+CHUNK = 1 << 20  # 1 MiB
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+class FetchError(OSError):
+    """A download that failed for good (after retries where retrying made sense)."""
+
+
+class MissingRemoteFile(FetchError):
+    """The server answered that the file does not exist (HTTP 404/410)."""
+
+
+class IntegrityError(FetchError):
+    """The downloaded bytes do not match the advertised size or digest."""
+
+
+class _Retryable(Exception):
+    """A transient failure worth another request."""
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    connect_timeout: float = 10.0  # seconds to open the connection
+    read_timeout: float = 60.0  # seconds without a byte before giving up on a request
+    retries: int = 5  # failed requests in a row before giving up
+    backoff: float = 1.0  # first wait between retries in seconds; doubled after each failure
+    progress: bool = True  # a tqdm bar per file
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a source offers: where to get it and what it must be."""
+
+    name: str  # path inside the model folder, already checked by names.check_file_name
+    url: str
+    size: int | None = None
+    sha256: str | None = None  # hex
+    md5: str | None = None  # hex (an S3 ETag of a single-part upload)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def part_path(target: Path) -> Path:
+    return target.with_name(target.name + PART_SUFFIX)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, remote: RemoteFile, source: str) -> str:
+    """The sha256 of ``path`` after checking its size and digests against ``remote``; ``IntegrityError`` if off."""
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        raise IntegrityError(f"{remote.name} from {source}: got {size} bytes, the source advertised {remote.size}")
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            sha256.update(block)
+            if remote.md5:
+                md5.update(block)
+    if remote.sha256 and sha256.hexdigest() != remote.sha256.lower():
+        raise IntegrityError(f"{remote.name} from {source}: sha256 {sha256.hexdigest()} differs from the advertised "
+                             f"{remote.sha256}")
+    if remote.md5 and md5.hexdigest() != remote.md5.lower():
+        raise IntegrityError(f"{remote.name} from {source}: md5 {md5.hexdigest()} differs from the advertised "
+                             f"{remote.md5} (ETag)")
+    return sha256.hexdigest()
+
+
+def fetch(remote: RemoteFile, target: Path, source: str, options: FetchOptions = FetchOptions()) -> str:
+    """Download ``remote`` to ``target`` (resuming a part file left by an earlier run); returns its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(target)
+    resumed = part.exists() and part.stat().st_size > 0
+    _download_part(remote, part, source, options)
+    try:
+        digest = verify(part, remote, source)
+    except IntegrityError:
+        part.unlink(missing_ok=True)
+        if not resumed:
+            raise
+        # The part kept from an earlier run may hold another server's bytes: one fresh download from zero.
+        logger.warning(f"{remote.name} from {source}: resumed file failed verification; downloading it again")
+        _download_part(remote, part, source, options)
+        try:
+            digest = verify(part, remote, source)
+        except IntegrityError:
+            part.unlink(missing_ok=True)
+            raise
+    os.replace(part, target)
+    return digest
+
+
+def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOptions) -> None:
+    """Append to ``part`` until it holds the whole body, retrying transient failures."""
+    failures = 0
+    bar = _progress_bar(remote, part, options)
+    try:
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            if remote.size is not None and have > remote.size:
+                part.unlink()
+                have = 0
+            if remote.size is not None and have == remote.size and have > 0:
+                return
+            try:
+                complete, received = _request_into(remote, part, have, options, bar)
+            except _Retryable as error:
+                received = part.stat().st_size - have if part.exists() else 0
+                failures = 0 if received > 0 else failures + 1
+                if failures > options.retries:
+                    raise FetchError(f"Downloading {remote.name} from {source} failed {failures} times in a row "
+                                     f"(last: {error}); url {_redact(remote.url)}") from None
+                wait = options.backoff * 2 ** max(failures - 1, 0)
+                count = f"failure {failures}/{options.retries}" if failures else "resuming after new bytes"
+                logger.warning(f"{remote.name} from {source}: {error}; retrying in {wait:.1f}s ({count})")
+                time.sleep(wait)
+                continue
+            if complete:
+                return
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptions, bar) -> tuple[bool, int]:
+    """One GET (following redirects) appending to ``part`` from byte ``have``; returns (complete, bytes received)."""
+    headers = {"Accept-Encoding": "identity", "User-Agent": "flagai_hf", **dict(remote.headers)}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    url = remote.url
+    for _ in range(10):  # redirects
+        connection, response = _open(url, headers, options)
+        try:
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location"))
+                continue
+            if response.status in (404, 410):
+                raise MissingRemoteFile(f"{remote.name}: the server answered HTTP {response.status} "
+                                        f"for {_redact(url)}")
+            if response.status in RETRY_STATUSES:
+                raise _Retryable(f"HTTP {response.status}")
+            if response.status == 416 and have and remote.size == have:
+                return True, 0
+            if response.status == 416:  # our part is not a prefix of what the server has
+                part.unlink(missing_ok=True)
+                raise _Retryable("HTTP 416 (range not satisfiable): restarting from the first byte")
+            if response.status not in (200, 206):
+                raise FetchError(f"{remote.name}: unexpected HTTP {response.status} {response.reason} "
+                                 f"for {_redact(url)}")
+            start = _start_offset(response, have)
+            length = response.getheader("Content-Length")
+            expected_end = start + int(length) if length is not None else remote.size
+            mode = "ab" if start else "wb"
+            if bar is not None and start == 0 and have:
+                bar.reset(total=remote.size)
+            received = 0
+            with open(part, mode) as handle:
+                try:
+                    while True:
+                        block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
+                        if not block:
+                            break
+                        handle.write(block)
+                        received += len(block)
+                        if bar is not None:
+                            bar.update(len(block))
+                except (socket.timeout, TimeoutError) as error:
+                    raise _Retryable(f"no data for {options.read_timeout}s (read timeout)") from error
+                except (http.client.IncompleteRead, ConnectionError, OSError) as error:
+                    raise _Retryable(f"connection dropped after {start + received} bytes ({error})") from error
+            end = start + received
+            if expected_end is not None and end < expected_end:
+                raise _Retryable(f"body ended at byte {end}, expected {expected_end}")
+            if remote.size is not None and end < remote.size:
+                raise _Retryable(f"body ended at byte {end} of {remote.size}")
+            return True, received
+        finally:
+            connection.close()
+    raise FetchError(f"{remote.name}: too many redirects from {_redact(remote.url)}")
+
+
+def _open(url: str, headers: dict, options: FetchOptions):
+    """Connect (``connect_timeout``), send the GET and read the status line (``read_timeout``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(f"Unsupported URL scheme {parts.scheme!r} in {_redact(url)}: only http and https")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=options.connect_timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        connection.connect()
+        connection.sock.settimeout(options.read_timeout)
+        connection.request("GET", path, headers=headers)
+        return connection, connection.getresponse()
+    except (socket.timeout, TimeoutError) as error:
+        connection.close()
+        raise _Retryable(f"timed out connecting to or waiting for {parts.netloc}") from error
+    except (ConnectionError, http.client.HTTPException, OSError) as error:
+        connection.close()
+        raise _Retryable(f"cannot reach {parts.netloc}: {error}") from error
+
+
+def _start_offset(response, have: int) -> int:
+    """Where the body starts: ``have`` for a matching 206, 0 for a 200 (the server ignored our Range)."""
+    if response.status == 200:
+        return 0
+    content_range = response.getheader("Content-Range", "")  # "bytes 100-199/200"
+    try:
+        first = int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        raise _Retryable(f"206 answer with an unreadable Content-Range {content_range!r}") from None
+    if first != have:
+        raise _Retryable(f"asked for bytes from {have}, the server sent from {first}")
+    return have
+
+
+def _progress_bar(remote: RemoteFile, part: Path, options: FetchOptions):
+    if not options.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    initial = part.stat().st_size if part.exists() else 0
+    return tqdm(total=remote.size, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=remote.name, leave=False)
+
+
+def _redact(url: str) -> str:
+    """The URL without its query string (pre-signed URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?..." if parts.query else "")
+
+
+def request(method: str, url: str, source: str, options: FetchOptions, json_body=None) -> bytes:
+    """The body of a small API call (``json_body`` sent as JSON), retrying transient failures; ``FetchError``
+    (or ``MissingRemoteFile`` for 404) otherwise."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    body = None if json_body is None else json.dumps(json_body).encode()
+    headers = {"User-Agent": "flagai_hf", "Accept": "application/json, text/plain"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    failures = 0
+    while True:
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname, parts.port, timeout=options.connect_timeout)
+        try:
+            try:
+                connection.connect()
+                connection.sock.settimeout(options.read_timeout)
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+            except (socket.timeout, TimeoutError):
+                error = f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)"
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                error = f"cannot reach {parts.netloc} ({exc})"
+            else:
+                if response.status in (404, 410):
+                    raise MissingRemoteFile(f"{source}: HTTP {response.status} for {method} {_redact(url)}")
+                if response.status < 400:
+                    return data
+                if response.status not in RETRY_STATUSES:
+                    raise FetchError(f"{source}: HTTP {response.status} {response.reason} for {method} "
+                                     f"{_redact(url)}")
+                error = f"HTTP {response.status}"
+        finally:
+            connection.close()
+        failures += 1
+        if failures > options.retries:
+            raise FetchError(f"{source}: {method} {_redact(url)} failed {failures} times (last: {error})")
+        time.sleep(options.backoff * 2 ** (failures - 1))

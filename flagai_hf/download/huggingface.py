@@ -1,0 +1,80 @@
+"""The Hugging Face Hub (or the mirror in ``HF_ENDPOINT``, read at call time) through huggingface_hub.
+
+The repository listing (``model_info(files_metadata=True)``) gives each file's size and digest: the sha256 of LFS
+files, the git blob id of the others. Only the files a model folder needs are fetched (``names.select_hub_files``),
+with ``hf_hub_download(local_dir=download_path/model_name)`` pinned to the listed commit (huggingface_hub resumes
+and size-checks them); each is then checked against its digest before the folder is marked complete.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+from .fetch import CHUNK, IntegrityError, sha256_of
+from .names import check_file_name, hub_repo_id, select_hub_files
+from .sources import DownloadSettings, SourceUnavailable
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+class HubSource:
+    def __init__(self, settings: DownloadSettings):
+        self.settings = settings
+        self.endpoint = (settings.hf_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.label = f"Hugging Face Hub ({self.endpoint})"
+
+    def describe(self) -> str:
+        return self.label
+
+    def download(self, model_name: str, folder: Path) -> dict:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        repo_id = hub_repo_id(model_name)
+        if repo_id is None:
+            raise SourceUnavailable(f"no Hugging Face repository is known for {model_name!r} (FlagAI's fine-tuned "
+                                    f"'<name>-<task>' models are on the BAAI ModelHub only); pass a repo id "
+                                    f"'org/name' as model_name to use the Hub")
+        api = HfApi(endpoint=self.endpoint, token=self.settings.hf_token)
+        try:
+            info = api.model_info(repo_id, revision=self.settings.hf_revision, files_metadata=True,
+                                  timeout=self.settings.connect_timeout + self.settings.read_timeout)
+        except Exception as error:  # noqa: BLE001 -- unreachable host, missing repo, gated repo, offline mode
+            raise SourceUnavailable(f"{self.label} cannot list {repo_id!r}: {type(error).__name__}: "
+                                    f"{str(error).splitlines()[0] if str(error) else ''}") from None
+        siblings = {sibling.rfilename: sibling for sibling in info.siblings or []}
+        for name in siblings:
+            check_file_name(name, self.label, max_depth=name.count("/"))  # traversal checks on every listed name
+        wanted = [check_file_name(name, self.label) for name in select_hub_files(list(siblings))]
+        if "config.json" not in wanted:
+            raise SourceUnavailable(f"{self.label}: {repo_id!r} has no config.json (files: "
+                                    f"{', '.join(sorted(siblings)[:20])})")
+        manifest = {}
+        for name in wanted:
+            path = Path(hf_hub_download(repo_id, name, revision=info.sha, local_dir=folder, endpoint=self.endpoint,
+                                        token=self.settings.hf_token, etag_timeout=self.settings.connect_timeout))
+            manifest[name] = {"size": path.stat().st_size, "sha256": self._verify(path, siblings[name])}
+        return manifest
+
+    def _verify(self, path: Path, sibling) -> str:
+        """The file's sha256 after checking it against the listing's size and digest (LFS sha256 or git blob id)."""
+        size = path.stat().st_size
+        if sibling.size is not None and size != sibling.size:
+            self._reject(path, f"{size} bytes, the Hub lists {sibling.size}")
+        lfs = sibling.lfs
+        if lfs is not None and getattr(lfs, "sha256", None):
+            digest = sha256_of(path)
+            if digest != lfs.sha256:
+                self._reject(path, f"sha256 {digest} differs from the Hub's {lfs.sha256}")
+            return digest
+        if sibling.blob_id:
+            blob = hashlib.sha1(f"blob {size}\0".encode())  # git's object id of the file
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(CHUNK), b""):
+                    blob.update(block)
+            if blob.hexdigest() != sibling.blob_id:
+                self._reject(path, f"git blob id {blob.hexdigest()} differs from the Hub's {sibling.blob_id}")
+        return sha256_of(path)
+
+    def _reject(self, path: Path, problem: str):
+        os.remove(path)
+        raise IntegrityError(f"{path.name} from {self.label}: {problem}; the file was deleted")

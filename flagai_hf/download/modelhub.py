@@ -1,0 +1,84 @@
+"""The BAAI ModelHub REST protocol, as FlagAI's ``file_utils.py`` speaks it.
+
+1. ``GET {base}/api/searchModleByName?model_name=<name>`` (sic: "Modle") -> the model id, or the text ``null``;
+2. ``GET {base}/api/searchModelFileByName?model_name=<name>`` -> a Python-literal list of file names (read with
+   ``ast.literal_eval``, never ``eval``);
+3. ``POST {base}/api/downloadCode`` with JSON ``{"model_id", "checkpoint_name"}`` per file -> JSON ``{code, url,
+   size}``; ``code == '40002'`` means the file does not exist;
+4. ``GET url`` (usually the hub's Kingsoft S3 storage) with the streamed, resumable, size-checked fetcher.
+"""
+
+import ast
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+from .fetch import MissingRemoteFile, RemoteFile, request
+from .names import check_file_name
+from .sources import DownloadSettings, SourceUnavailable, download_files
+
+MISSING_FILE_CODE = "40002"
+
+
+class ModelHubSource:
+    def __init__(self, settings: DownloadSettings):
+        self.settings = settings
+        self.base = settings.modelhub_url.rstrip("/")
+        self.label = f"BAAI ModelHub ({self.base})"
+
+    def describe(self) -> str:
+        return self.label
+
+    def download(self, model_name: str, folder: Path) -> dict:
+        model_id = self.model_id(model_name)
+        remotes = [self.remote_file(model_id, model_name, name) for name in self.file_names(model_name)]
+        return download_files(remotes, folder, self.label, self.settings)
+
+    def model_id(self, model_name: str) -> str:
+        text = self._get("searchModleByName", model_name).strip().strip('"')
+        if not text or text == "null":
+            raise SourceUnavailable(f"{self.label} has no model named {model_name!r}")
+        return text
+
+    def file_names(self, model_name: str) -> list[str]:
+        text = self._get("searchModelFileByName", model_name)
+        try:
+            names = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            try:
+                names = json.loads(text)
+            except ValueError:
+                names = None
+        if not isinstance(names, (list, tuple)) or not names:
+            raise SourceUnavailable(f"{self.label} answered the file list of {model_name!r} with {text[:200]!r}, "
+                                    f"not a non-empty list of file names")
+        return [check_file_name(name, self.label) for name in names]
+
+    def remote_file(self, model_id: str, model_name: str, name: str) -> RemoteFile:
+        body = request("POST", f"{self.base}/api/downloadCode", self.label, self.settings.fetch_options,
+                       json_body={"model_id": model_id, "checkpoint_name": name})
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} answered {body[:200]!r}, "
+                                    f"not JSON") from None
+        if str(answer.get("code")) == MISSING_FILE_CODE:
+            offered = answer.get("files")
+            raise MissingRemoteFile(f"{self.label} has no file {name!r} for {model_name!r} (code 40002)"
+                                    + (f"; it offers {offered}" if offered else ""))
+        url, size = answer.get("url"), answer.get("size")
+        if not url:
+            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave no url (answer code "
+                                    f"{answer.get('code')!r})")
+        try:
+            size = int(size) if size not in (None, "") else None
+        except (TypeError, ValueError):
+            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave size {size!r}") from None
+        return RemoteFile(name=name, url=url, size=size, sha256=answer.get("sha256") or None)
+
+    def _get(self, endpoint: str, model_name: str) -> str:
+        url = f"{self.base}/api/{endpoint}?model_name={quote(model_name)}"
+        try:
+            return request("GET", url, self.label, self.settings.fetch_options).decode("utf-8")
+        except MissingRemoteFile as error:
+            raise SourceUnavailable(f"{self.label} does not serve {endpoint} ({error})") from None
