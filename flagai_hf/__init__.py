@@ -28,12 +28,24 @@ from .models.glm import (
     GLMModel,
     GLMSeq2SeqCollator,
 )
+from .models.gpt2 import FlagAIGPT2Config, FlagAIGPT2Tokenizer, GPT2LMHeadModel, GPT2Model
+from .models.t5 import (
+    FlagAIT5Config,
+    T5ChineseTokenizer,
+    T5EncoderModel,
+    T5ForConditionalGeneration,
+    T5Model,
+    T5SentencePieceTokenizer,
+)
+from .pipelines import FlagAIText2TextGenerationPipeline, register_text2text_pipeline
 
 register_all()
+register_text2text_pipeline()  # pipeline("flagai-text2text-generation", ...)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlagAIText2TextGenerationPipeline",
     "FlagAIBertConfig",
     "FlagAIBertTokenizer",
     "BertModel",
@@ -53,4 +65,14 @@ __all__ = [
     "GLMChineseTokenizer",
     "GLMEnglishTokenizer",
     "GLMSeq2SeqCollator",
+    "FlagAIGPT2Config",
+    "FlagAIGPT2Tokenizer",
+    "GPT2Model",
+    "GPT2LMHeadModel",
+    "FlagAIT5Config",
+    "T5Model",
+    "T5ForConditionalGeneration",
+    "T5EncoderModel",
+    "T5SentencePieceTokenizer",
+    "T5ChineseTokenizer",
 ]

@@ -3,6 +3,7 @@
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForSeq2SeqLM,
@@ -11,7 +12,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .models import bert, glm
+from .models import bert, glm, gpt2, t5
 
 # (Auto class, config class, model class) for every pairing that exists.
 AUTO_MODELS = [
@@ -23,11 +24,19 @@ AUTO_MODELS = [
     (AutoModelForSeq2SeqLM, glm.GLMConfig, glm.GLMForConditionalGeneration),
     (AutoModelForMultipleChoice, glm.GLMConfig, glm.GLMForMultipleChoice),
     (AutoModelForSequenceClassification, glm.GLMConfig, glm.GLMForSequenceClassification),
+    (AutoModel, gpt2.FlagAIGPT2Config, gpt2.GPT2Model),
+    (AutoModelForCausalLM, gpt2.FlagAIGPT2Config, gpt2.GPT2LMHeadModel),
+    # FlagAI's T5Model is the encoder-decoder LM (T5ForConditionalGeneration is the same class)
+    (AutoModel, t5.FlagAIT5Config, t5.T5Model),
+    (AutoModelForSeq2SeqLM, t5.FlagAIT5Config, t5.T5ForConditionalGeneration),
 ]
 # (config class, default tokenizer, other tokenizers of the family that AutoTokenizer must find by their class name)
 AUTO_TOKENIZERS = [
     (bert.FlagAIBertConfig, bert.FlagAIBertTokenizer, None),
     (glm.GLMConfig, glm.GLMChineseTokenizer, glm.GLMEnglishTokenizer),
+    # GPT2-base-ch's FlagAIBertTokenizer is found by name through the BERT entry
+    (gpt2.FlagAIGPT2Config, gpt2.FlagAIGPT2Tokenizer, None),
+    (t5.FlagAIT5Config, t5.T5SentencePieceTokenizer, t5.T5ChineseTokenizer),
 ]
 
 

@@ -3,8 +3,9 @@
 A rule maps a source template to a target template; ``{i}`` matches a layer index and ``{p}`` a parameter name
 (``weight`` / ``bias``; TF-era ``gamma`` / ``beta`` are read as ``weight`` / ``bias``). A target of ``None`` drops the
 tensor (e.g. BERT's next-sentence head). A target ``Part(name, index, count)`` is one of ``count`` row blocks that are
-concatenated along dim 0 into ``name`` (separate q, k, v -> fused ``query_key_value``). A name no rule matches is an
-error that lists it: nothing is guessed.
+concatenated along dim 0 into ``name`` (separate q, k, v -> fused ``query_key_value``); ``Split(names)`` is the way
+back (a fused tensor cut into equal row blocks); a tuple of targets writes the tensor under each of them (T5's tied
+embedding copies). A name no rule matches is an error that lists it: nothing is guessed.
 
 The way back, flagai_hf -> FlagAI's legacy layout, is data too: a family's ``FlagAILayout`` lists the backbone rules,
 for each of our classes the FlagAI class it corresponds to (its backbone prefix and head names), and the config keys
@@ -24,6 +25,13 @@ class Part:
     name: str
     index: int
     count: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """The tensor's rows cut into ``len(names)`` equal blocks, block ``k`` stored as ``names[k]`` (templates)."""
+
+    names: tuple[str, ...]
 
 
 _PARAM_ALIASES = {"gamma": "weight", "beta": "bias"}
@@ -53,20 +61,33 @@ class KeyMap:
         return name
 
     def target(self, name: str):
-        """The target (str, Part or None) for one source name; raises ``KeyError`` if no rule matches."""
+        """The target (str, Part, Split, a tuple of them, or None) for one source name; raises ``KeyError`` if no rule
+        matches."""
         bare = self._strip(name)
         head, _, last = bare.rpartition(".")
         bare = f"{head}.{_PARAM_ALIASES.get(last, last)}" if head else bare
         for pattern, target in self.rules:
             match = pattern.match(bare)
             if match:
-                if target is None:
-                    return None
-                fields = match.groupdict()
-                if isinstance(target, Part):
-                    return Part(target.name.format(**fields), target.index, target.count)
-                return target.format(**fields)
+                return self._fill(target, match.groupdict())
         raise KeyError(name)
+
+    @classmethod
+    def _fill(cls, target, fields: dict):
+        """The target with the matched ``{i}`` / ``{p}`` filled in."""
+        if target is None:
+            return None
+        if isinstance(target, Part):
+            return Part(target.name.format(**fields), target.index, target.count)
+        if isinstance(target, Split):
+            return Split(tuple(name.format(**fields) for name in target.names))
+        if isinstance(target, tuple):
+            return tuple(cls._fill(each, fields) for each in target)
+        return target.format(**fields)
+
+    @staticmethod
+    def _each(target) -> tuple:
+        return target if isinstance(target, tuple) else (target,)
 
     def convert(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename (and fuse) every tensor; raises ``ValueError`` listing names no rule knows or that conflict."""
@@ -80,15 +101,25 @@ class KeyMap:
             except KeyError:
                 unknown.append(name)
                 continue
-            if target is None:
-                continue
-            if isinstance(target, Part):
-                parts.setdefault(target.name, {})[target.index] = tensor
-                counts[target.name] = target.count
-                continue
-            if target in converted and not torch.equal(converted[target], tensor):
-                raise ValueError(f"Checkpoint holds two different tensors for {target!r} (one of them is {name!r})")
-            converted[target] = tensor
+            for target in self._each(target):
+                if target is None:
+                    continue
+                if isinstance(target, Part):
+                    parts.setdefault(target.name, {})[target.index] = tensor
+                    counts[target.name] = target.count
+                    continue
+                if isinstance(target, Split):
+                    if tensor.shape[0] % len(target.names):
+                        raise ValueError(f"{name} has {tensor.shape[0]} rows: not {len(target.names)} equal blocks")
+                    blocks = zip(target.names, tensor.chunk(len(target.names), dim=0))
+                else:
+                    blocks = ((target, tensor),)
+                for block_name, block in blocks:
+                    if block_name in converted and not torch.equal(converted[block_name], block):
+                        raise ValueError(
+                            f"Checkpoint holds two different tensors for {block_name!r} (one of them is {name!r})"
+                        )
+                    converted[block_name] = block
         if unknown:
             raise ValueError(f"Checkpoint has tensors with unknown names: {', '.join(sorted(unknown))}")
         for name, blocks in parts.items():
@@ -97,6 +128,15 @@ class KeyMap:
                 raise ValueError(f"Checkpoint has only some parts of {name!r}: row blocks {missing} are missing")
             converted[name] = torch.cat([blocks[index] for index in range(counts[name])], dim=0)
         return converted
+
+
+def _prefixed(target, prefix: str):
+    """``target`` (a template, a ``Split`` or a tuple of them) with ``prefix`` before every name."""
+    if isinstance(target, Split):
+        return Split(tuple(prefix + name for name in target.names))
+    if isinstance(target, tuple):
+        return tuple(_prefixed(each, prefix) for each in target)
+    return prefix + target
 
 
 @dataclass(frozen=True)
@@ -152,7 +192,7 @@ class FlagAILayout:
     def keymap(self, model_class: type, base_model_prefix: str) -> KeyMap:
         """Our names (as ``model_class.state_dict()`` gives them) -> FlagAI's."""
         flagai = self.flagai_class(model_class)
-        rules = {ours: flagai.backbone_prefix + theirs for ours, theirs in self.backbone.items()}
+        rules = {ours: _prefixed(theirs, flagai.backbone_prefix) for ours, theirs in self.backbone.items()}
         rules.update(flagai.heads)
         return KeyMap(rules, strip_prefixes=(base_model_prefix + ".",))
 

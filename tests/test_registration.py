@@ -14,6 +14,10 @@ TINY_CONFIGS = {
     flagai_hf.GLMConfig: dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                               max_position_embeddings=40, pad_token_id=0, eos_token_id=1, sop_token_id=2,
                               mask_token_ids=[3, 4, 5], num_labels=3),
+    flagai_hf.FlagAIGPT2Config: dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=40, bos_token_id=1,
+                                     eos_token_id=1),
+    flagai_hf.FlagAIT5Config: dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8),
 }
 
 
@@ -34,11 +38,27 @@ TOKENIZERS = [tokenizer for _, default, other in AUTO_TOKENIZERS for tokenizer i
 
 @pytest.mark.parametrize("tokenizer_class", TOKENIZERS, ids=[t.__name__ for t in TOKENIZERS])
 def test_auto_tokenizer_returns_our_class(tmp_path, tokenizer_class):
-    from material import chinese_vocab
+    from material import chinese_vocab, gpt2_vocab_files
 
-    tokenizer = tokenizer_class(vocab_file=chinese_vocab()) if tokenizer_class is flagai_hf.FlagAIBertTokenizer \
+    tokenizer = tokenizer_class(vocab_file=chinese_vocab()) \
+        if tokenizer_class in (flagai_hf.FlagAIBertTokenizer, flagai_hf.T5ChineseTokenizer) \
+        else tokenizer_class(vocab_file=_tiny_spiece_model(tmp_path / "spm")) \
+        if tokenizer_class is flagai_hf.T5SentencePieceTokenizer \
+        else tokenizer_class(*gpt2_vocab_files()) if tokenizer_class is flagai_hf.FlagAIGPT2Tokenizer \
         else tokenizer_class()
     tokenizer.save_pretrained(tmp_path)
     loaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(loaded) is tokenizer_class
     assert loaded("北京欢迎你")["input_ids"] == tokenizer("北京欢迎你")["input_ids"]
+
+
+def _tiny_spiece_model(folder) -> str:
+    """A small sentencepiece unigram model trained on offline English tweets (T5's ids: pad 0, eos 1, unk 2)."""
+    import sentencepiece as spm
+    from material import wnut_tweets
+
+    folder.mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(wnut_tweets(limit=500)), model_prefix=str(folder / "spiece"),
+                                   vocab_size=300, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   minloglevel=2)
+    return str(folder / "spiece.model")

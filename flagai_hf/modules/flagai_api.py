@@ -5,6 +5,7 @@
 - ``FlagAIModelMixin.init_from_json``: a randomly initialised model from such a file, kwargs overriding the config.
 - ``FlagAIModelMixin.from_pretrain``: FlagAI's loader (``download_path/model_name``), implemented in
   ``flagai_hf.loading``; ``from_pretrained`` routes local folders in a foreign layout through it too.
+- ``FlagAITokenizerMixin.from_pretrain``: the same folder resolution (and download) for a tokenizer.
 - ``FlagAIModelMixin.flagai_kwargs``: FlagAI's ``segment_ids`` name for ``token_type_ids``; other unknown forward
   kwargs are ignored with a warning, once per class and set of names.
 """
@@ -109,3 +110,20 @@ class FlagAIModelMixin:
             _warned.add(key)
             logger.warning(f"{type(self).__name__}.forward ignores the keyword arguments: {', '.join(unknown)}")
         return token_type_ids
+
+
+class FlagAITokenizerMixin:
+    """Adds FlagAI's ``from_pretrain`` to a tokenizer: the model folder's tokenizer files, downloaded if needed."""
+
+    @classmethod
+    def from_pretrain(cls, download_path: str | os.PathLike = "./checkpoints", model_name: str | None = None,
+                      **kwargs):
+        """The tokenizer of ``download_path/model_name/`` (resolved and downloaded like the model's
+        ``from_pretrain``); other kwargs go to ``from_pretrained``."""
+        try:
+            from flagai_hf.loading import download_folder
+        except ImportError as error:  # remote-code copies of this file run without the flagai_hf package
+            raise ImportError(
+                "from_pretrain needs the flagai_hf package (pip install flagai_hf); use from_pretrained otherwise"
+            ) from error
+        return cls.from_pretrained(download_folder(download_path, model_name, kwargs), **kwargs)

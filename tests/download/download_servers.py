@@ -22,7 +22,8 @@ def tiny_bert_folder(folder: Path) -> Path:
     config = FlagAIBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(folder)
-    (folder / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(99)) + "\n")
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (folder / "vocab.txt").write_text("\n".join(special + [f"tok{i}" for i in range(99 - len(special))]) + "\n")
     return folder
 
 

@@ -135,3 +135,15 @@ def test_damaged_complete_folder_is_downloaded_again(hub, source, tmp_path):
     model = load(hub, tmp_path)
     assert (logits_of(model) - source[2]).abs().max().item() == 0.0
     assert hub.gets[(MODEL, "model.safetensors")] == 2 and hub.gets[(MODEL, "config.json")] == 1
+
+
+def test_tokenizer_from_pretrain_downloads_the_folder_once(hub, source, tmp_path):
+    from flagai_hf import FlagAIBertTokenizer
+
+    tokenizer = FlagAIBertTokenizer.from_pretrain(tmp_path, MODEL, sources="local,modelhub", modelhub_url=hub.url,
+                                                  progress=False)
+    assert tokenizer("tok1 tok22 tok3")["input_ids"] == FlagAIBertTokenizer.from_pretrained(source[0])("tok1 tok22 tok3")[
+        "input_ids"]
+    model = load(hub, tmp_path)  # the model finds the folder the tokenizer completed: no second download
+    assert (logits_of(model) - source[2]).abs().max().item() == 0.0
+    assert set(hub.gets.values()) == {1}

@@ -103,11 +103,73 @@ GLM_CASES = {
 }
 
 
-def write_flagai_folder(folder: Path, config: dict, shapes: dict[str, tuple], tie: tuple[str, str] | None = None):
+GPT2_CONFIG = {"vocab_size": VOCAB, "n_embd": H, "n_layer": LAYERS, "n_head": HEADS, "n_positions": POSITIONS,
+               "n_inner": None, "activation_function": "gelu_new", "checkpoint_activations": False}
+
+
+def gpt2_flagai_shapes() -> dict[str, tuple]:
+    """FlagAI's GPT2Model: transformers' names in nn.Linear layout [out, in]; lm_head exists (equal to wte here)."""
+    shapes = {"transformer.wte.weight": (VOCAB, H), "transformer.wpe.weight": (POSITIONS, H),
+              "transformer.ln_f.weight": (H,), "transformer.ln_f.bias": (H,), "lm_head.weight": (VOCAB, H)}
+    for i in range(LAYERS):
+        layer = f"transformer.h.{i}."
+        shapes.update({
+            layer + "ln_1.weight": (H,), layer + "ln_1.bias": (H,),
+            layer + "ln_2.weight": (H,), layer + "ln_2.bias": (H,),
+            layer + "attn.c_attn.weight": (3 * H, H), layer + "attn.c_attn.bias": (3 * H,),
+            layer + "attn.c_proj.weight": (H, H), layer + "attn.c_proj.bias": (H,),
+            layer + "mlp.c_fc.weight": (4 * H, H), layer + "mlp.c_fc.bias": (4 * H,),
+            layer + "mlp.c_proj.weight": (H, 4 * H), layer + "mlp.c_proj.bias": (H,),
+        })
+    return shapes
+
+
+T5_FF, T5_KV = 48, 8
+T5_CONFIG = {"vocab_size": VOCAB, "d_model": H, "d_kv": T5_KV, "d_ff": T5_FF, "num_layers": LAYERS,
+             "num_decoder_layers": LAYERS, "num_heads": HEADS, "relative_attention_num_buckets": 8,
+             "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6, "feed_forward_proj": "gated-gelu",
+             "initializer_factor": 1.0, "decoder_start_token_id": 0, "pad_token_id": 0, "use_cache": True,
+             "checkpoint_activations": False}
+
+
+def t5_flagai_shapes(decoder: bool = True) -> dict[str, tuple]:
+    """FlagAI's T5 (T5-base-ch style: gated-gelu, untied lm_head): transformers' T5 names."""
+    inner = HEADS * T5_KV
+    shapes = {"shared.weight": (VOCAB, H), "encoder.embed_tokens.weight": (VOCAB, H)}
+    stacks = ("encoder", "decoder") if decoder else ("encoder",)
+    for stack in stacks:
+        shapes[f"{stack}.final_layer_norm.weight"] = (H,)
+        shapes[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (8, HEADS)
+        for i in range(LAYERS):
+            layer = f"{stack}.block.{i}.layer."
+            shapes.update({layer + f"0.SelfAttention.{x}.weight": (inner, H) for x in "qkv"})
+            shapes.update({layer + "0.SelfAttention.o.weight": (H, inner), layer + "0.layer_norm.weight": (H,)})
+            ff = layer + ("2" if stack == "decoder" else "1")
+            shapes.update({ff + ".DenseReluDense.wi_0.weight": (T5_FF, H),
+                           ff + ".DenseReluDense.wi_1.weight": (T5_FF, H),
+                           ff + ".DenseReluDense.wo.weight": (H, T5_FF), ff + ".layer_norm.weight": (H,)})
+            if stack == "decoder":
+                shapes.update({layer + f"1.EncDecAttention.{x}.weight": (inner, H) for x in "qkv"})
+                shapes.update({layer + "1.EncDecAttention.o.weight": (H, inner), layer + "1.layer_norm.weight": (H,)})
+    if decoder:
+        shapes.update({"decoder.embed_tokens.weight": (VOCAB, H), "lm_head.weight": (VOCAB, H)})
+    return shapes
+
+
+# tensors a FlagAI checkpoint holds as copies of another (class name -> {copy: original})
+TIES = {
+    "BertForMaskedLM": {"cls.predictions.decoder.weight": "model.embeddings.word_embeddings.weight"},  # UniLM: untied
+    "GPT2Model": {"lm_head.weight": "transformer.wte.weight"},
+    "T5Model": {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"},
+    "T5EncoderModel": {"encoder.embed_tokens.weight": "shared.weight"},
+}
+
+
+def write_flagai_folder(folder: Path, config: dict, shapes: dict[str, tuple], ties: dict | None = None):
     generator = torch.Generator().manual_seed(0)
     state = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
-    if tie:  # an output embedding saved equal to the input embedding
-        state[tie[0]] = state[tie[1]].clone()
+    for copy, original in (ties or {}).items():  # e.g. an output embedding saved equal to the input embedding
+        state[copy] = state[original].clone()
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config))
     torch.save({"module": state}, folder / "pytorch_model.bin")  # FlagAI's Trainer format
@@ -121,14 +183,15 @@ def assert_same_tensors(got: dict, expected: dict):
 
 
 CASES = [(name, BERT_CONFIG, shapes) for name, shapes in BERT_CASES.items()] + \
-        [(name, GLM_CONFIG, shapes) for name, shapes in GLM_CASES.items()]
+        [(name, GLM_CONFIG, shapes) for name, shapes in GLM_CASES.items()] + \
+        [("GPT2Model", GPT2_CONFIG, gpt2_flagai_shapes()), ("T5Model", T5_CONFIG, t5_flagai_shapes()),
+         ("T5EncoderModel", T5_CONFIG, t5_flagai_shapes(decoder=False))]
+CONFIGS = {name: config for name, config, _ in CASES}
 
 
 @pytest.mark.parametrize("class_name, config, shapes", CASES, ids=[case[0] for case in CASES])
 def test_flagai_to_native_to_flagai_is_identical(tmp_path, class_name, config, shapes):
-    tie = ("cls.predictions.decoder.weight", "model.embeddings.word_embeddings.weight") \
-        if class_name == "BertForMaskedLM" else None  # MLM: tied; UniLM (BertForSeq2seq): untied
-    original = write_flagai_folder(tmp_path / "flagai", config, shapes, tie)
+    original = write_flagai_folder(tmp_path / "flagai", config, shapes, TIES.get(class_name))
     convert.to_native(tmp_path / "flagai", tmp_path / "native", class_name)
     assert json.loads((tmp_path / "native" / "config.json").read_text())["architectures"] == [class_name]
     convert.to_flagai(tmp_path / "native", tmp_path / "back", None)  # the class comes from the native config
@@ -143,10 +206,9 @@ def test_flagai_to_native_to_flagai_is_identical(tmp_path, class_name, config, s
 @pytest.mark.parametrize("class_name", [name for name, _, _ in CASES])
 def test_native_to_flagai_to_native_is_identical(tmp_path, class_name):
     cls = getattr(flagai_hf, class_name)
-    if class_name.startswith("GLM"):
-        config = cls.config_class.from_flagai_dict(GLM_CONFIG)
-    else:
-        config = cls.config_class.from_flagai_dict(BERT_CONFIG)
+    config = cls.config_class.from_flagai_dict(CONFIGS[class_name])
+    if class_name.startswith("T5"):
+        config.tie_word_embeddings = False  # T5-base-ch: an untied LM head
     torch.manual_seed(0)
     cls(config).save_pretrained(tmp_path / "native")
     convert.to_flagai(tmp_path / "native", tmp_path / "flagai", class_name)
@@ -206,6 +268,15 @@ def test_class_without_flagai_counterpart_and_unknown_tensors_are_refused_by_nam
 
     with pytest.raises(ValueError, match="Unlisted has no FlagAI counterpart.*BertForSequenceLabelingGP"):
         layout.flagai_class(Unlisted)
+
+
+def test_t5_flagai_cannot_hold_is_refused():
+    layout = FAMILIES["flagai_t5"].to_flagai
+    with pytest.raises(ValueError, match="never scales the decoder output"):
+        layout(flagai_hf.T5Model(flagai_hf.FlagAIT5Config(**T5_CONFIG, tie_word_embeddings=True)))
+    with pytest.raises(ValueError, match="relative_attention_max_distance=128"):
+        layout(flagai_hf.T5Model(flagai_hf.FlagAIT5Config.from_flagai_dict(
+            T5_CONFIG, tie_word_embeddings=False, relative_attention_max_distance=64)))
 
 
 def test_bert_intermediate_size_flagai_cannot_hold_is_refused():

@@ -32,6 +32,7 @@ from tokenizers.models import WordPiece
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils import logging
 
+from ...modules.flagai_api import FlagAITokenizerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -49,7 +50,7 @@ def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
     return vocab
 
 
-class FlagAIBertTokenizer(TokenizersBackend):
+class FlagAIBertTokenizer(FlagAITokenizerMixin, TokenizersBackend):
     r"""
     Fast BERT WordPiece tokenizer built from a `vocab.txt`.
 

@@ -47,6 +47,7 @@ from transformers.tokenization_utils_base import AddedToken, BatchEncoding
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils import logging
 
+from ...modules.flagai_api import FlagAITokenizerMixin
 from ..bert.tokenization_flagai_bert import FlagAIBertTokenizer
 
 
@@ -319,7 +320,7 @@ class GLMTokenizerMixin:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class GLMChineseTokenizer(GLMTokenizerMixin, SentencePieceBackend):
+class GLMChineseTokenizer(FlagAITokenizerMixin, GLMTokenizerMixin, SentencePieceBackend):
     r"""
     GLM's Chinese tokenizer: sentencepiece ``cog-pretrain.model`` plus the command tokens at 50000..50009.
 
