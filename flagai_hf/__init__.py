@@ -38,13 +38,20 @@ from .models.t5 import (
     T5SentencePieceTokenizer,
 )
 from .pipelines import FlagAIText2TextGenerationPipeline, register_text2text_pipeline
+from .ner_pipeline import FlagAINerPipeline, register_ner_pipeline
+from .predictor import Predictor
+from .auto_loader import AutoLoader
 
 register_all()
 register_text2text_pipeline()  # pipeline("flagai-text2text-generation", ...)
+register_ner_pipeline()  # pipeline("flagai-ner", ...)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoLoader",
+    "Predictor",
+    "FlagAINerPipeline",
     "FlagAIText2TextGenerationPipeline",
     "FlagAIBertConfig",
     "FlagAIBertTokenizer",

@@ -11,6 +11,7 @@ HUB_REPOS: dict[str, str] = {
     "RoBERTa-base-ch": "hfl/chinese-roberta-wwm-ext",
     "BERT-base-en": "google-bert/bert-base-uncased",
     "GPT2-base-ch": "uer/gpt2-chinese-cluecorpussmall",
+    "GPT2-base-en": "openai-community/gpt2",
     "T5-base-ch": "imxly/t5-pegasus",
     "T5-base-en": "google-t5/t5-base",
 }
@@ -32,16 +33,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def hub_repo_id(model_name: str) -> str | None:
-    """The Hugging Face repo id for a FlagAI name or a repo id given directly (``org/name``); ``None`` if none."""
-    if model_name in HUB_REPOS:
-        return HUB_REPOS[model_name]
+    """The Hugging Face repo id for a FlagAI name (any case, as FlagAI's AutoLoader accepted) or a repo id given
+    directly (``org/name``); ``None`` if none."""
+    for name, repo in HUB_REPOS.items():
+        if name.lower() == model_name.lower():
+            return repo
     if _REPO_ID.match(model_name) and ".." not in model_name:
         return model_name
     return None
 
 
 def is_known(model_name: str) -> bool:
-    return model_name in KNOWN_NAMES or hub_repo_id(model_name) is not None
+    return model_name.lower() in {name.lower() for name in KNOWN_NAMES} or hub_repo_id(model_name) is not None
 
 
 class UnsafeFileName(ValueError):

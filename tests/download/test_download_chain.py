@@ -142,3 +142,12 @@ def test_hub_file_selection_keeps_one_weight_format():
                "model.safetensors.index.json", "pytorch_model.bin"]
     assert select_hub_files(sharded) == ["config.json", "model-00001-of-00002.safetensors",
                                          "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+
+
+def test_flagai_names_map_to_hub_repos_in_any_case():
+    from flagai_hf.download.names import hub_repo_id, is_known
+
+    assert hub_repo_id("roberta-base-ch") == hub_repo_id("RoBERTa-base-ch") == "hfl/chinese-roberta-wwm-ext"
+    assert hub_repo_id("GPT2-base-en") == "openai-community/gpt2"
+    assert hub_repo_id("org/name") == "org/name" and hub_repo_id("no-such-model") is None
+    assert is_known("glm-large-ch-title-generation") and not is_known("no-such-model")

@@ -1,0 +1,1 @@
+"""FlagAI's import path ``flagai.data``: ``from flagai_hf.data.tokenizer import Tokenizer``."""

@@ -1,0 +1,5 @@
+"""FlagAI's ``flagai.model.predictor.predictor`` (see ``flagai_hf.predictor``)."""
+
+from ...predictor import Predictor
+
+__all__ = ["Predictor"]
