@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import torch
 
 from flagai_hf import BertModel, FlagAIBertConfig
+from flagai_hf.export.mirror import HubMirror
 
 
 def tiny_bert_folder(folder: Path) -> Path:
@@ -181,89 +182,29 @@ class FakeModelHub:
         return Handler
 
 
-class FakeHubMirror:
-    """A minimal Hugging Face Hub mirror (what ``HF_ENDPOINT`` points at): ``GET /api/models/<repo>[/revision/<rev>]``
-    with file metadata (size, git blob id, LFS sha256 for ``*.safetensors``) and ``HEAD``/``GET
-    /<repo>/resolve/<rev>/<file>`` with Range support. ``repos``: repo id -> {file -> bytes}."""
+class FakeHubMirror(HubMirror):
+    """flagai_hf's static Hub mirror (``flagai_hf.export.mirror.HubMirror``: ``/api/models/<repo>``, ``HEAD``/``GET
+    /<repo>/resolve/<rev>/<file>`` with Range support) over ``repos`` (repo id -> {file -> bytes}, editable while
+    serving), with a fixed commit, GETs counted in ``gets`` and the (repo, file) pairs in ``corrupt`` served with one
+    byte flipped."""
 
     COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
     def __init__(self, repos: dict[str, dict[str, bytes]]):
-        self.repos = repos
+        super().__init__(repos)
         self.gets = Counter()
-        self.corrupt: set[tuple[str, str]] = set()  # served with one byte flipped
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.corrupt: set[tuple[str, str]] = set()
 
-    __enter__ = FakeModelHub.__enter__
-    __exit__ = FakeModelHub.__exit__
+    def revision(self, repo: str) -> str:
+        return self.COMMIT
 
     @staticmethod
     def is_lfs(name: str) -> bool:
         return name.endswith(".safetensors")
 
-    def info(self, repo: str) -> dict:
-        siblings = []
-        for name, data in self.repos[repo].items():
-            entry = {"rfilename": name, "size": len(data),
-                     "blobId": hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()}
-            if self.is_lfs(name):
-                entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
-            siblings.append(entry)
-        return {"id": repo, "modelId": repo, "sha": self.COMMIT, "private": False, "siblings": siblings}
-
-    def _handler(self):
-        mirror = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_HEAD(self):
-                self._serve(head=True)
-
-            def do_GET(self):
-                self._serve(head=False)
-
-            def _serve(self, head):
-                path = unquote(urlsplit(self.path).path)
-                if path.startswith("/api/models/"):
-                    repo = path[len("/api/models/"):].split("/revision/")[0]
-                    if repo not in mirror.repos:
-                        return self._send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
-                    return self._send(200, json.dumps(mirror.info(repo)).encode(), {}, head)
-                if "/resolve/" not in path:
-                    return self._send(404, b"not found", {}, head)
-                repo, rest = path.lstrip("/").split("/resolve/", 1)
-                name = rest.split("/", 1)[1]
-                data = mirror.repos.get(repo, {}).get(name)
-                if data is None:
-                    return self._send(404, b"not found", {"X-Error-Code": "EntryNotFound"}, head)
-                digest = hashlib.sha256(data).hexdigest() if mirror.is_lfs(name) else \
-                    hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
-                headers = {"X-Repo-Commit": mirror.COMMIT, "ETag": f'"{digest}"'}
-                if not head:
-                    mirror.gets[(repo, name)] += 1
-                    if (repo, name) in mirror.corrupt:
-                        data = bytes([data[0] ^ 0xFF]) + data[1:]
-                start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-                self._send(206 if start else 200, data[start:], headers, head)
-
-            def _send(self, status, body, headers, head=False):
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-        return Handler
+    def body(self, repo: str, name: str, data: bytes) -> bytes:
+        self.gets[(repo, name)] += 1
+        return bytes([data[0] ^ 0xFF]) + data[1:] if (repo, name) in self.corrupt else data
 
 
 class FaultProxy:

@@ -128,6 +128,8 @@ class T5ChineseTokenizer(FlagAIBertTokenizer):
         use_jieba (`bool`, defaults to `False`): cut the text into words with jieba; vocabulary words stay whole.
     """
 
+    model_input_names = ["input_ids", "attention_mask"]  # T5 has no segment embeddings: `generate(**tokenizer(...))`
+
     def __init__(self, vocab_file: str | None = None, use_jieba: bool = False, **kwargs):
         super().__init__(vocab_file=vocab_file, use_jieba=use_jieba, **kwargs)
         self.use_jieba = use_jieba

@@ -112,3 +112,18 @@ def test_jieba_keeps_vocabulary_words_whole(word_vocab, tmp_path):
     assert type(loaded) is T5ChineseTokenizer and loaded.use_jieba
     sentence = "".join(msra_sentences(limit=1)[0][0])
     assert loaded(sentence)["input_ids"] == ours(sentence)["input_ids"]
+
+
+def test_chinese_tokenizer_output_feeds_generate():
+    """T5 has no token types: the tokenizer's output goes straight into ``generate(**inputs)``."""
+    import flagai_hf
+    from material import chinese_vocab
+
+    tokenizer = flagai_hf.T5ChineseTokenizer(vocab_file=chinese_vocab())
+    inputs = tokenizer(["北京欢迎你", "上海"], padding=True, return_tensors="pt")
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    config = flagai_hf.FlagAIT5Config(vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1,
+                                      num_heads=4, decoder_start_token_id=tokenizer.cls_token_id,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id)
+    output = flagai_hf.T5Model(config).eval().generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert output.shape[0] == 2
