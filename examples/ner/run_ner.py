@@ -208,6 +208,9 @@ def argmax_logits(logits, labels):
 # --------------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # Under torchrun / accelerate launch every process runs main(); only the first one prints and writes files.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    say = print if is_main else (lambda *args, **kwargs: None)
     t_start = time.perf_counter()
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -222,10 +225,10 @@ def main(argv=None) -> dict:
     eval_features, eval_dropped, eval_dropped_entity = encode(eval_sents, tokenizer, label2id,
                                                               args.eval_max_length)
     if eval_dropped:
-        print(f"note: {eval_dropped} held-out characters ({eval_dropped_entity} inside entities) have no token "
-              f"within --eval_max_length {args.eval_max_length}; they are not scored")
-    print(f"data: {len(train_sents)} training sentences, {len(eval_sents)} held-out sentences "
-          f"(msra_test.txt), {time.perf_counter() - t_start:.1f}s")
+        say(f"note: {eval_dropped} held-out characters ({eval_dropped_entity} inside entities) have no token "
+            f"within --eval_max_length {args.eval_max_length}; they are not scored")
+    say(f"data: {len(train_sents)} training sentences, {len(eval_sents)} held-out sentences "
+        f"(msra_test.txt), {time.perf_counter() - t_start:.1f}s")
 
     # Model.
     hidden, layers, heads, inner = MODEL_SIZES[args.config]
@@ -247,8 +250,8 @@ def main(argv=None) -> dict:
     )
     model = BertForSequenceLabeling(config)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: BertForSequenceLabeling {config.hidden_size}x{config.num_hidden_layers} "
-          f"({config.num_attention_heads} heads), {n_params / 1e6:.1f}M parameters, randomly initialised")
+    say(f"model: BertForSequenceLabeling {config.hidden_size}x{config.num_hidden_layers} "
+        f"({config.num_attention_heads} heads), {n_params / 1e6:.1f}M parameters, randomly initialised")
 
     # Training.
     steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
@@ -274,6 +277,7 @@ def main(argv=None) -> dict:
         logging_steps=max(1, min(args.logging_steps, total_steps)),
         save_strategy="no",
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter gets a gradient; True costs a graph traversal per step
     )
     trainer = Trainer(
         model=model,
@@ -303,9 +307,12 @@ def main(argv=None) -> dict:
                     for e in trainer.state.log_history if "loss" in e]
     eval_history = [{k: v for k, v in e.items() if k.startswith("eval_") or k in ("step", "epoch")}
                     for e in evaluations]
-    print(f"held-out ({len(eval_sents)} sentences): precision {final['eval_precision']:.4f}  "
-          f"recall {final['eval_recall']:.4f}  F1 {final['eval_f1']:.4f}  "
-          + "  ".join(f"{k[8:]} {final[k]:.4f}" for k in ("eval_f1_PER", "eval_f1_LOC", "eval_f1_ORG") if k in final))
+    say(f"held-out ({len(eval_sents)} sentences): precision {final['eval_precision']:.4f}  "
+        f"recall {final['eval_recall']:.4f}  F1 {final['eval_f1']:.4f}  "
+        + "  ".join(f"{k[8:]} {final[k]:.4f}" for k in ("eval_f1_PER", "eval_f1_LOC", "eval_f1_ORG") if k in final))
+
+    if not trainer.is_world_process_zero():  # the other DDP processes stop after the (collective) evaluation
+        return {"precision": final["eval_precision"], "recall": final["eval_recall"], "f1": final["eval_f1"]}
 
     # Save, reload through the Auto classes, tag a sentence with the NER pipeline.
     model_dir = os.path.join(args.output_dir, "model")
@@ -338,6 +345,7 @@ def main(argv=None) -> dict:
         "eval_data": f"msra_test.txt, first {len(eval_sents)} sentences",
         "eval_unscored_chars": eval_dropped,
         "train_sentences": len(train_sents),
+        "processes": training_args.world_size,
         "train_loss": train_result.training_loss,
         "loss_history": loss_history,
         "eval_history": eval_history,
