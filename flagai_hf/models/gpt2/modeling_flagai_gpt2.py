@@ -33,6 +33,7 @@ from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.mlp import MLP
+from ...modules.weight_layout import is_input_major, standard_layout_state_dict, to_input_major, to_row_major
 from .configuration_flagai_gpt2 import FlagAIGPT2Config
 
 
@@ -127,6 +128,37 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
         if config.scale_attn_by_inverse_layer_idx:
             attention.scaling /= index + 1
         return attention
+
+    def optimize_for_decoding(self, enabled: bool = True, blocks: bool = True) -> "GPT2Model":
+        """Opt-in fast path for CPU decoding with a K/V cache; returns ``self``.
+
+        Re-stores, in place, the (tied) output projection and, with ``blocks=True``, every linear weight of the blocks
+        input-major (see ``modules/weight_layout.py``): the matrix-vector products of a batch-1 decoding step then
+        read the weights at a higher bandwidth (the 50257-row output projection about twice as fast). For batched
+        decoding (batch 8) only the output projection gains; pass ``blocks=False`` there. Shapes, values, parameter
+        identity and tying are unchanged; results equal the default layout's to fp32 rounding; training still works;
+        ``state_dict()`` (and so ``save_pretrained``) gives the standard layout. ``enabled=False`` restores the
+        standard layout everywhere. Long forwards (matrix-matrix products) may run slower in this layout, so it is
+        not the default.
+        """
+        linears = [module for module in self.layers.modules() if isinstance(module, nn.Linear)]
+        if enabled:
+            if not blocks:
+                to_row_major(linears)  # after an earlier call with blocks=True
+            to_input_major([self.lm_head, *linears] if blocks else [self.lm_head])
+            if getattr(self, "_standard_layout_hook", None) is None:
+                self._standard_layout_hook = self.register_state_dict_post_hook(standard_layout_state_dict)
+        else:
+            to_row_major([self.lm_head, *linears])
+            if getattr(self, "_standard_layout_hook", None) is not None:
+                self._standard_layout_hook.remove()
+                self._standard_layout_hook = None
+        return self
+
+    @property
+    def is_optimized_for_decoding(self) -> bool:
+        """Whether ``optimize_for_decoding()`` is in effect (the output projection is stored input-major)."""
+        return is_input_major(self.lm_head.weight)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
