@@ -11,10 +11,9 @@ AdamW) at 8x128; greedy generation of 64 new tokens from a 32-token prompt at ba
 (<= 1e-4), loss and generated tokens are compared; a mismatch stops the run. ``ratio = reference time / our time``:
 >= 1.0 means ours is not slower; differences under 5-7% are noise on this machine.
 
-Generation also times a third side, ``fast``: a copy of ours after ``model.optimize_for_decoding()`` (the opt-in
-input-major weight layout for memory-bound decoding; ``blocks=False`` above batch 1), checked to generate the same
-tokens; ``ratio fast`` = reference time / its time. The default comparison (``ratio``) is unchanged.
-``--no-fast-path`` skips it.
+Our linear layers run CPU float32 forwards through oneDNN (``flagai_hf/modules/linear.py``); ``--aten-linear``
+turns that off (``use_onednn_for_cpu(False)``), so both sides use the same matmul kernel and the ratio
+shows the rest of the implementation alone.
 """
 
 from __future__ import annotations
@@ -152,9 +151,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", action="append", default=[], help="run workloads whose name contains this")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--no-fast-path", action="store_true", help="do not time optimize_for_decoding() in generation")
+    parser.add_argument("--aten-linear", action="store_true",
+                        help="our linears use F.linear (MKL), as transformers does, instead of oneDNN")
     args = parser.parse_args(argv)
     common.configure_torch(args.threads)
+    if args.aten_linear:
+        from flagai_hf.modules.linear import use_onednn_for_cpu
+
+        use_onednn_for_cpu(False)
     quiet_libraries()
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
@@ -162,7 +166,8 @@ def main(argv=None) -> int:
     warning = common.busy_warning(args.threads)
     env = common.environment_info()
     print(f"GPT2 benchmark ({size}: {SIZES[size]}), fp32, sdpa; {env['threads']} threads, torch {env['torch']}, "
-          f"transformers {env['transformers']}; warm-up {warmup}, repeats {repeats}, medians", flush=True)
+          f"transformers {env['transformers']}; warm-up {warmup}, repeats {repeats}, medians; our CPU "
+          f"linears: {'F.linear (--aten-linear)' if args.aten_linear else 'oneDNN'}", flush=True)
     if warning:
         print(f"WARNING: {warning}", flush=True)
 
@@ -178,39 +183,28 @@ def main(argv=None) -> int:
             # Training updates the weights: it runs on copies, so later workloads still compare equal models.
             pair = (copy.deepcopy(ours), copy.deepcopy(ref)) if workload.kind == "train" else (ours, ref)
             sides = {"ours": workload_fn(pair[0], workload, inputs), "ref": workload_fn(pair[1], workload, inputs)}
-            fast = None
-            if workload.kind == "generate" and not args.no_fast_path:
-                # batch 1: every weight input-major; batched decoding gains from the output projection only
-                fast = copy.deepcopy(ours).optimize_for_decoding(blocks=workload.batch == 1)
-                print(f"  check {workload.name} (fast path): {check(workload, fast, ref, vocab)}", flush=True)
-                sides["fast"] = workload_fn(fast, workload, inputs)
             timings = common.alternate(sides, warmup=warmup, repeats=repeats)
-            del pair, fast, sides
+            del pair, sides
             o, r = timings["ours"], timings["ref"]
             ratio = r.median / o.median
-            f = timings.get("fast")
             verdict = "ours faster" if ratio >= 1 + NOISE else "OURS SLOWER" if ratio <= 1 - NOISE else "same (noise)"
             rows.append({"workload": workload.name, "ours_s": f"{o.median:.3f}", "ref_s": f"{r.median:.3f}",
                          "ours_tps": f"{workload.tokens / o.median:,.1f}",
                          "ref_tps": f"{workload.tokens / r.median:,.1f}",
                          "ratio": f"{ratio:.3f}", "ratio_cpu": f"{r.cpu_median / o.cpu_median:.3f}",
-                         "verdict": verdict,
-                         "fast_s": f"{f.median:.3f}" if f else "-",
-                         "ratio_fast": f"{r.median / f.median:.3f}" if f else "-",
-                         "ratio_fast_cpu": f"{r.cpu_median / f.cpu_median:.3f}" if f else "-"})
-            results.append({"workload": workload.name, "ours": o, "ref": r, **({"fast": f} if f else {})})
-            print(f"  {workload.name}: ours {o.median:.3f} s, ref {r.median:.3f} s, ratio {ratio:.3f}"
-                  + (f"; fast path {f.median:.3f} s, ratio {r.median / f.median:.3f}" if f else ""), flush=True)
+                         "verdict": verdict})
+            results.append({"workload": workload.name, "ours": o, "ref": r})
+            print(f"  {workload.name}: ours {o.median:.3f} s, ref {r.median:.3f} s, ratio {ratio:.3f}", flush=True)
     print()
     print(common.format_table(rows, [("workload", "workload"), ("ours_s", "ours s"), ("ref_s", "ref s"),
                                      ("ours_tps", "ours tok/s"), ("ref_tps", "ref tok/s"), ("ratio", "ratio"),
-                                     ("ratio_cpu", "ratio(cpu)"), ("verdict", "verdict"), ("fast_s", "fast s"),
-                                     ("ratio_fast", "ratio fast"), ("ratio_fast_cpu", "ratio fast(cpu)")]))
+                                     ("ratio_cpu", "ratio(cpu)"), ("verdict", "verdict")]))
     print(f"\nratio = reference median / our median (>= 1.0: ours not slower; within +-{NOISE:.0%}: noise). "
-          "Generation tok/s counts new tokens only. fast = ours after optimize_for_decoding(). "
+          "Generation tok/s counts new tokens only. "
           f"Load average at the end: {common.load_average()}.")
     if args.json:
-        common.write_json(args.json, {"environment": env, "size": SIZES[size], "results": results})
+        common.write_json(args.json, {"environment": env, "size": SIZES[size], "aten_linear": args.aten_linear,
+                                      "results": results})
     return 0
 
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .linear import Linear
+
 
 def eager_attention_forward(
     module: nn.Module,
@@ -96,8 +98,8 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.is_causal = is_causal  # read by transformers' sdpa kernel: must be False for bidirectional encoders
         self.layer_idx = layer_idx
-        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size, bias=bias)
-        self.dense = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.query_key_value = Linear(hidden_size, 3 * hidden_size, bias=bias)
+        self.dense = Linear(hidden_size, hidden_size, bias=bias)
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of ``hidden_states`` (B, T, h), each (B, heads, T, head_dim)."""

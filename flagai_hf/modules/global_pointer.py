@@ -19,6 +19,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from .linear import Linear
+
 NEG_INF = -1e12  # score given to impossible spans; finite, so sums and losses stay finite
 
 __all__ = [
@@ -70,7 +72,7 @@ class GlobalPointer(nn.Module):
         self.num_types = num_types
         self.inner_dim = inner_dim
         self.rope = rope
-        self.dense = nn.Linear(hidden_size, num_types * inner_dim * 2)
+        self.dense = Linear(hidden_size, num_types * inner_dim * 2)
 
     def extra_repr(self) -> str:
         return f"num_types={self.num_types}, inner_dim={self.inner_dim}, rope={self.rope}"

@@ -6,13 +6,15 @@ The structured heads live in their own files: ``crf.py`` (linear-chain CRF) and 
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 class Pooler(nn.Module):
     """``tanh(dense(h[:, 0]))``: the first token's state as a sentence vector (BERT's [CLS] pooler)."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = Linear(hidden_size, hidden_size)
         self.activation = nn.Tanh()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, h) -> (B, h)
@@ -30,10 +32,10 @@ class LMPredictionHead(nn.Module):
 
     def __init__(self, hidden_size: int, vocab_size: int, activation: nn.Module, norm: nn.Module):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = Linear(hidden_size, hidden_size)
         self.activation = activation
         self.norm = norm
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.decoder = Linear(hidden_size, vocab_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, h) -> (B, T, vocab)
         return self.decoder(self.norm(self.activation(self.dense(hidden_states))))

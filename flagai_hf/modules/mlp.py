@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 class MLP(nn.Module):
     """``dense_4h_to_h(act(dense_h_to_4h(x)))``; the parameter names are Megatron's, as in FlagAI's checkpoints.
@@ -16,9 +18,9 @@ class MLP(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: nn.Module, bias: bool = True):
         super().__init__()
-        self.dense_h_to_4h = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.dense_h_to_4h = Linear(hidden_size, intermediate_size, bias=bias)
         self.activation = activation
-        self.dense_4h_to_h = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.dense_4h_to_h = Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, h) -> (B, T, h)
         return self.dense_4h_to_h(self.activation(self.dense_h_to_4h(hidden_states)))

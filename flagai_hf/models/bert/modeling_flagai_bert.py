@@ -33,6 +33,7 @@ from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.global_pointer import GlobalPointer, decode_spans, global_pointer_loss
 from ...modules.heads import LMPredictionHead, Pooler
+from ...modules.linear import Linear
 from ...modules.mlp import MLP
 from .configuration_flagai_bert import FlagAIBertConfig
 
@@ -184,7 +185,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(self, input_ids=None, *, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -213,7 +214,7 @@ class BertForSequenceLabeling(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def emissions(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,

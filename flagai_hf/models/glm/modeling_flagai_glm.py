@@ -26,6 +26,7 @@ from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.heads import Pooler
+from ...modules.linear import Linear, linear
 from ...modules.mlp import MLP
 from .configuration_flagai_glm import GLMConfig
 
@@ -209,7 +210,7 @@ class GLMModel(GLMPreTrainedModel):
             hidden_states = layer(hidden_states, bias, cache=cache)
             layer_inputs.append(hidden_states)
         last_hidden_state = self.final_layernorm(hidden_states)
-        logits = nn.functional.linear(last_hidden_state, self.embeddings.word_embeddings.weight) \
+        logits = linear(last_hidden_state, self.embeddings.word_embeddings.weight) \
             if self.config.output_predict else None
         return GLMOutput(
             logits=logits,
@@ -373,7 +374,7 @@ class GLMForSequenceClassification(GLMPreTrainedModel):
         self.glm = GLMModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.pooler = Pooler(config.hidden_size)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(self, input_ids=None, *, position_ids=None, attention_mask=None, labels=None, mems=None,

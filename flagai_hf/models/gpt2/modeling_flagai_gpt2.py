@@ -32,8 +32,8 @@ from ...modules.attention import SelfAttention
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.linear import Linear
 from ...modules.mlp import MLP
-from ...modules.weight_layout import is_input_major, standard_layout_state_dict, to_input_major, to_row_major
 from .configuration_flagai_gpt2 import FlagAIGPT2Config
 
 
@@ -115,7 +115,7 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
             for index in range(config.n_layer)
         )
         self.final_layernorm = nn.LayerNorm(hidden, eps=config.layer_norm_epsilon)
-        self.lm_head = nn.Linear(hidden, config.vocab_size, bias=False)
+        self.lm_head = Linear(hidden, config.vocab_size, bias=False)
         self.post_init()
 
     @staticmethod
@@ -128,37 +128,6 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
         if config.scale_attn_by_inverse_layer_idx:
             attention.scaling /= index + 1
         return attention
-
-    def optimize_for_decoding(self, enabled: bool = True, blocks: bool = True) -> "GPT2Model":
-        """Opt-in fast path for CPU decoding with a K/V cache; returns ``self``.
-
-        Re-stores, in place, the (tied) output projection and, with ``blocks=True``, every linear weight of the blocks
-        input-major (see ``modules/weight_layout.py``): the matrix-vector products of a batch-1 decoding step then
-        read the weights at a higher bandwidth (the 50257-row output projection about twice as fast). For batched
-        decoding (batch 8) only the output projection gains; pass ``blocks=False`` there. Shapes, values, parameter
-        identity and tying are unchanged; results equal the default layout's to fp32 rounding; training still works;
-        ``state_dict()`` (and so ``save_pretrained``) gives the standard layout. ``enabled=False`` restores the
-        standard layout everywhere. Long forwards (matrix-matrix products) may run slower in this layout, so it is
-        not the default.
-        """
-        linears = [module for module in self.layers.modules() if isinstance(module, nn.Linear)]
-        if enabled:
-            if not blocks:
-                to_row_major(linears)  # after an earlier call with blocks=True
-            to_input_major([self.lm_head, *linears] if blocks else [self.lm_head])
-            if getattr(self, "_standard_layout_hook", None) is None:
-                self._standard_layout_hook = self.register_state_dict_post_hook(standard_layout_state_dict)
-        else:
-            to_row_major([self.lm_head, *linears])
-            if getattr(self, "_standard_layout_hook", None) is not None:
-                self._standard_layout_hook.remove()
-                self._standard_layout_hook = None
-        return self
-
-    @property
-    def is_optimized_for_decoding(self) -> bool:
-        """Whether ``optimize_for_decoding()`` is in effect (the output projection is stored input-major)."""
-        return is_input_major(self.lm_head.weight)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -250,8 +219,10 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
         if logits.shape[1] != labels.shape[1]:
             raise ValueError(f"labels cover {labels.shape[1]} positions but logits {logits.shape[1]}: "
                              "compute the loss with logits_to_keep=0")
-        shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # (B * (T - 1), vocab)
-        return nn.functional.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=-100)
+        # Shift the labels, not the logits: slicing (B, T, vocab) logits would copy them (and their gradient).
+        next_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): the last position has none
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), next_labels.reshape(-1),
+                                           ignore_index=-100)
 
 
 # transformers' name for the same model: GPT2Model already is the language model (FlagAI's meaning).

@@ -37,6 +37,7 @@ from ...modules.attention import attention_bias, eager_attention_forward
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.linear import Linear
 from ...modules.norm import RMSNorm
 from .configuration_flagai_t5 import FlagAIT5Config
 
@@ -144,8 +145,8 @@ class T5SelfAttention(nn.Module):
         self.dropout = dropout
         self.is_causal = False  # the decoder's causal pattern is in the mask, which is never None here
         self.layer_idx = layer_idx
-        self.query_key_value = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
-        self.dense = nn.Linear(num_heads * head_dim, d_model, bias=False)
+        self.query_key_value = Linear(d_model, 3 * num_heads * head_dim, bias=False)
+        self.dense = Linear(num_heads * head_dim, d_model, bias=False)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache=None,
                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -173,9 +174,9 @@ class T5CrossAttention(nn.Module):
         self.dropout = dropout
         self.is_causal = False  # read by sdpa when no mask is given
         self.layer_idx = layer_idx
-        self.query = nn.Linear(d_model, num_heads * head_dim, bias=False)
-        self.key_value = nn.Linear(d_model, 2 * num_heads * head_dim, bias=False)
-        self.dense = nn.Linear(num_heads * head_dim, d_model, bias=False)
+        self.query = Linear(d_model, num_heads * head_dim, bias=False)
+        self.key_value = Linear(d_model, 2 * num_heads * head_dim, bias=False)
+        self.dense = Linear(num_heads * head_dim, d_model, bias=False)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, cache: EncoderDecoderCache | None = None,
@@ -203,13 +204,13 @@ class T5FeedForward(nn.Module):
         super().__init__()
         self.gated = gated
         if gated:
-            self.wi_0 = nn.Linear(d_model, d_ff, bias=False)
-            self.wi_1 = nn.Linear(d_model, d_ff, bias=False)
+            self.wi_0 = Linear(d_model, d_ff, bias=False)
+            self.wi_1 = Linear(d_model, d_ff, bias=False)
         else:
-            self.wi = nn.Linear(d_model, d_ff, bias=False)
+            self.wi = Linear(d_model, d_ff, bias=False)
         self.activation = activation
         self.dropout = nn.Dropout(dropout)
-        self.wo = nn.Linear(d_ff, d_model, bias=False)
+        self.wo = Linear(d_ff, d_model, bias=False)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, d_model) -> (B, T, d_model)
         if self.gated:
@@ -443,7 +444,7 @@ class T5Model(T5PreTrainedModel, GenerationMixin):
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Stack(config, is_decoder=False)
         self.decoder = T5Stack(config, is_decoder=True)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
 
     def get_input_embeddings(self):

@@ -1,0 +1,144 @@
+"""modules/linear.py: oneDNN's CPU float32 path gives F.linear's values and gradients (fp32 rounding), with and
+without autograd; other dtypes, autocast and the switch take F.linear's path bitwise."""
+
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+
+from flagai_hf.modules import linear as linear_module
+from flagai_hf.modules.linear import Linear, linear, use_onednn_for_cpu
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+def make_layer(bias=True):
+    layer = Linear(48, 80, bias=bias)
+    reference = nn.Linear(48, 80, bias=bias)
+    reference.load_state_dict(layer.state_dict())
+    return layer, reference
+
+
+def onednn_calls():
+    """Patch the oneDNN op with a counting wrapper around the real one."""
+    real = torch.ops.mkldnn._linear_pointwise
+    return mock.patch.object(torch.ops.mkldnn, "_linear_pointwise", side_effect=real)
+
+
+def test_linear_is_a_drop_in_nn_linear():
+    layer, reference = make_layer()
+    assert isinstance(layer, nn.Linear)
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    assert layer.weight.shape == reference.weight.shape == (80, 48)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(1, 48), (3, 7, 48), (2, 1, 5, 48), (0, 48), (48,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_takes_onednn_and_equals_f_linear(shape, bias):
+    layer, reference = make_layer(bias)
+    x = torch.randn(shape)
+    with torch.no_grad(), onednn_calls() as op:
+        ours = layer(x)
+    assert op.call_count == 1
+    expected = reference(x)
+    assert ours.shape == expected.shape and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_inference_mode_non_contiguous_input_and_weight():
+    layer, reference = make_layer()
+    x = torch.randn(7, 3, 48).transpose(0, 1)  # (3, 7, 48), not contiguous
+    with torch.inference_mode(), onednn_calls() as op:
+        ours = layer(x)
+        shared = linear(x, layer.weight.t().contiguous().t(), layer.bias)  # a weight with transposed strides
+    assert op.call_count == 2
+    torch.testing.assert_close(ours, reference(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared, reference(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_frozen_layer_with_grad_mode_on_takes_onednn():
+    layer, reference = make_layer()
+    layer.requires_grad_(False)
+    x = torch.randn(4, 48)
+    with onednn_calls() as op:
+        ours = layer(x)
+    assert op.call_count == 1 and not ours.requires_grad
+    torch.testing.assert_close(ours, reference(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(5, 48), (2, 3, 48), (48,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_forward_onednn_gradients_equal_f_linear(shape, bias):
+    layer, reference = make_layer(bias)
+    x = torch.randn(shape, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    with onednn_calls() as op:
+        out = layer(x)
+    assert op.call_count == 1 and out.requires_grad
+    out.square().sum().backward()
+    expected = reference(x_ref)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_gradients_only_where_needed():
+    layer, _ = make_layer()
+    layer.weight.requires_grad_(False)
+    x = torch.randn(4, 48, requires_grad=True)
+    layer(x).sum().backward()
+    assert layer.weight.grad is None and x.grad is not None and layer.bias.grad is not None
+    frozen, _ = make_layer()
+    frozen.requires_grad_(False)
+    y = torch.randn(4, 48, requires_grad=True)
+    frozen(y).sum().backward()
+    assert frozen.weight.grad is None and y.grad is not None
+
+
+def test_autocast_runs_f_linear():
+    layer, reference = make_layer()
+    x = torch.randn(3, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad(), onednn_calls() as op:
+        ours, expected = layer(x), reference(x)
+    assert op.call_count == 0 and ours.dtype == torch.bfloat16 and torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_other_dtypes_run_f_linear(dtype):
+    layer, reference = make_layer()
+    layer, reference = layer.to(dtype), reference.to(dtype)
+    x = torch.randn(3, 48, dtype=dtype)
+    with torch.no_grad(), onednn_calls() as op:
+        ours = layer(x)
+    assert op.call_count == 0
+    assert torch.equal(ours, reference(x))
+
+
+def test_switch_off_gives_f_linear_bitwise():
+    layer, reference = make_layer()
+    x = torch.randn(6, 48)
+    previous = use_onednn_for_cpu(False)
+    try:
+        assert previous is True
+        with torch.no_grad(), onednn_calls() as op:
+            ours = layer(x)
+        assert op.call_count == 0 and torch.equal(ours, reference(x))
+    finally:
+        use_onednn_for_cpu(previous)
+    assert linear_module._onednn_enabled
+
+
+def test_without_onednn_runs_f_linear():
+    layer, reference = make_layer()
+    x = torch.randn(2, 48)
+    with mock.patch.object(torch.backends.mkldnn, "is_available", return_value=False), torch.no_grad():
+        assert torch.equal(layer(x), reference(x))
