@@ -155,7 +155,7 @@ def train_step_fn(model, inputs):
 
 def prepare_worker(spec: dict):
     """Memory subprocess: load one side's model for one workload, return the workload callable."""
-    common.configure_torch(spec["threads"])
+    common.configure_torch(spec["threads"], spec["aten_linear"])
     quiet_libraries()
     workload = Workload(**spec["workload"])
     model = load_model(spec["side"], workload.kind, workload.impl, workload.dtype, Path(spec["folder"]))
@@ -279,12 +279,13 @@ def run_timings(selected: list[Workload], folder: Path, warmup: int, repeats: in
     return rows
 
 
-def run_memory(rows: list[dict], folder: Path, threads: int) -> None:
+def run_memory(rows: list[dict], folder: Path, threads: int, aten_linear: bool) -> None:
     for row in rows:
         workload = row["workload"]
         row["memory"] = {}
         for side in ("ours", "ref"):
-            spec = {"side": side, "workload": asdict(workload), "folder": str(folder), "threads": threads}
+            spec = {"side": side, "workload": asdict(workload), "folder": str(folder), "threads": threads,
+                    "aten_linear": aten_linear}
             row["memory"][side] = common.measure_in_subprocess(str(Path(__file__).resolve()), spec)
         mem = row["memory"]
         text = "; ".join(
@@ -353,13 +354,14 @@ def main(argv=None) -> int:
                         help="run only workloads whose name contains TEXT (repeatable), e.g. --only bf16")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, the machine's cores)")
+    common.add_linear_option(parser)
     args = parser.parse_args(argv)
     size = args.size or ("small" if args.quick else "base")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 7)
     train_repeats = args.train_repeats if args.train_repeats is not None else (2 if args.quick else 5)
 
-    common.configure_torch(args.threads)
+    common.configure_torch(args.threads, args.aten_linear)
     quiet_libraries()
     import flagai_hf  # noqa: F401  (registers the Auto classes; imported before the environment is recorded)
 
@@ -369,7 +371,8 @@ def main(argv=None) -> int:
     env = common.environment_info()
     print(f"BERT-{size} ({SIZES[size]}, vocab {VOCAB_SIZE}): flagai_hf vs transformers")
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
-          f"fp32_precision={env['fp32_matmul_precision']}, load average {env['loadavg']}")
+          f"fp32_precision={env['fp32_matmul_precision']}, our CPU linears {env['our_cpu_linear']}, "
+          f"load average {env['loadavg']}")
     print(f"warm-up {warmup}, repeats {repeats} (train {train_repeats}), medians; ratio = ref time / our time",
           flush=True)
     warning = common.busy_warning(args.threads)
@@ -383,7 +386,7 @@ def main(argv=None) -> int:
         rows = run_timings(selected, folder, warmup, repeats, train_repeats)
         if not args.no_memory:
             print("peak memory (fresh subprocess per side and workload):", flush=True)
-            run_memory(rows, folder, args.threads)
+            run_memory(rows, folder, args.threads, args.aten_linear)
     elapsed = time.perf_counter() - start
 
     print()

@@ -258,7 +258,7 @@ def generation_fn(model, workload: Generation, inputs: dict, record: list | None
 
 def prepare_worker(spec: dict):
     """Memory subprocess: load the model for one workload, return the workload callable."""
-    common.configure_torch(spec["threads"])
+    common.configure_torch(spec["threads"], spec["aten_linear"])
     quiet_libraries()
     if spec["kind"] == "forward":
         workload = Forward(**spec["workload"])
@@ -404,21 +404,22 @@ def run_generation(selected: list[Generation], folder: Path, warmup: int, repeat
 # -------------------------------------------------------------------------------------------------------- memory
 
 
-def run_memory(forward_rows: list[dict], generation_rows: list[dict], folder: Path, threads: int) -> None:
+def run_memory(forward_rows: list[dict], generation_rows: list[dict], folder: Path, threads: int,
+               aten_linear: bool) -> None:
     script = str(Path(__file__).resolve())
     for row in forward_rows:
         workload = row["workload"]
         row["memory"] = {}
         for impl in IMPLS:
             spec = {"kind": "forward", "impl": impl, "workload": asdict(workload), "folder": str(folder),
-                    "threads": threads, "calls": 2}
+                    "threads": threads, "calls": 2, "aten_linear": aten_linear}
             row["memory"][impl] = common.measure_in_subprocess(script, spec)
         print(f"  memory {workload.name}: " + "; ".join(f"{impl} {memory_text(m)}"
                                                          for impl, m in row["memory"].items()), flush=True)
     for row in generation_rows:
         workload = row["workload"]
         spec = {"kind": "generation", "workload": asdict(workload), "folder": str(folder), "threads": threads,
-                "calls": 1}
+                "calls": 1, "aten_linear": aten_linear}
         row["memory"] = common.measure_in_subprocess(script, spec, timeout=1800)
         print(f"  memory {workload.name}: {memory_text(row['memory'])}", flush=True)
 
@@ -530,6 +531,7 @@ def main(argv=None) -> int:
                              "'1x512', 'generat' (all four generation workloads)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, the machine's cores)")
+    common.add_linear_option(parser)
     args = parser.parse_args(argv)
     size = args.size or ("small" if args.quick else "large")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -539,7 +541,7 @@ def main(argv=None) -> int:
     if gen_warmup < 1:
         parser.error("--gen-warmup must be >= 1 (the token check run is the first warm-up)")
 
-    common.configure_torch(args.threads)
+    common.configure_torch(args.threads, args.aten_linear)
     quiet_libraries()
     import flagai_hf  # noqa: F401  (imported before the environment is recorded)
 
@@ -557,7 +559,8 @@ def main(argv=None) -> int:
     print(f"GLM-{size} ({params['num_hidden_layers']} layers, hidden {params['hidden_size']}, "
           f"{params['num_attention_heads']} heads, vocab {params['vocab_size']}; random weights), flagai_hf")
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
-          f"fp32_precision={env['fp32_matmul_precision']}, load average {env['loadavg']}")
+          f"fp32_precision={env['fp32_matmul_precision']}, our CPU linears {env['our_cpu_linear']}, "
+          f"load average {env['loadavg']}")
     print(f"forward: warm-up {warmup}, repeats {repeats}, medians; generation: warm-up {gen_warmup} (the token check "
           f"run), repeats {gen_repeats}, medians", flush=True)
     warning = common.busy_warning(args.threads)
@@ -575,7 +578,7 @@ def main(argv=None) -> int:
             generation = run_generation(generations, folder, gen_warmup, gen_repeats)
         if not args.no_memory:
             print("peak memory (fresh subprocess per workload; forward: 2 calls, generation: 1 call):", flush=True)
-            run_memory(forward_rows, generation["rows"], folder, args.threads)
+            run_memory(forward_rows, generation["rows"], folder, args.threads, args.aten_linear)
     elapsed = time.perf_counter() - start
 
     print()

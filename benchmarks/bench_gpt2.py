@@ -151,14 +151,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", action="append", default=[], help="run workloads whose name contains this")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--aten-linear", action="store_true",
-                        help="our linears use F.linear (MKL), as transformers does, instead of oneDNN")
+    common.add_linear_option(parser)
     args = parser.parse_args(argv)
-    common.configure_torch(args.threads)
-    if args.aten_linear:
-        from flagai_hf.modules.linear import use_onednn_for_cpu
-
-        use_onednn_for_cpu(False)
+    common.configure_torch(args.threads, args.aten_linear)
     quiet_libraries()
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
@@ -167,7 +162,7 @@ def main(argv=None) -> int:
     env = common.environment_info()
     print(f"GPT2 benchmark ({size}: {SIZES[size]}), fp32, sdpa; {env['threads']} threads, torch {env['torch']}, "
           f"transformers {env['transformers']}; warm-up {warmup}, repeats {repeats}, medians; our CPU "
-          f"linears: {'F.linear (--aten-linear)' if args.aten_linear else 'oneDNN'}", flush=True)
+          f"linears: {env['our_cpu_linear']}", flush=True)
     if warning:
         print(f"WARNING: {warning}", flush=True)
 
@@ -203,8 +198,7 @@ def main(argv=None) -> int:
           "Generation tok/s counts new tokens only. "
           f"Load average at the end: {common.load_average()}.")
     if args.json:
-        common.write_json(args.json, {"environment": env, "size": SIZES[size], "aten_linear": args.aten_linear,
-                                      "results": results})
+        common.write_json(args.json, {"environment": env, "size": SIZES[size], "results": results})
     return 0
 
 

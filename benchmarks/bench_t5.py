@@ -122,19 +122,21 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    common.add_linear_option(parser)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
 
-    common.configure_torch(args.threads)
+    common.configure_torch(args.threads, args.aten_linear)
     quiet_libraries()
     import flagai_hf  # noqa: F401
 
     env = common.environment_info()
     print(f"T5-{args.size} ({SIZES[args.size]}, vocab {VOCAB_SIZE}, {args.impl}, fp32): flagai_hf vs transformers")
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
-          f"load average {env['loadavg']}; warm-up {warmup}, repeats {repeats}, medians", flush=True)
+          f"our CPU linears {env['our_cpu_linear']}, load average {env['loadavg']}; warm-up {warmup}, "
+          f"repeats {repeats}, medians", flush=True)
     warning = common.busy_warning(args.threads)
     if warning:
         print("WARNING: " + warning, flush=True)

@@ -7,7 +7,8 @@ allocator's cached free memory make in-process numbers depend on whatever ran be
 
 Used by ``bench_bert.py``; written to be reused unchanged by the GPT2 / T5 / GLM benchmarks:
 
-- ``configure_torch``, ``environment_info``: thread count and the facts a result depends on.
+- ``configure_torch``, ``add_linear_option``, ``environment_info``: thread count, our linear kernel and the facts a
+  result depends on.
 - ``alternate``: time several callables interleaved; returns a ``Timing`` (all samples, median, min) per name.
 - ``max_abs_diff``: the largest elementwise difference of two tensors (or nested outputs), in float64.
 - ``MemoryProbe`` / ``run_memory_worker`` / ``measure_in_subprocess``: peak RSS of one workload in a fresh process.
@@ -37,13 +38,25 @@ MIB = 1024 * 1024
 # ----------------------------------------------------------------------------------------------------------- setup
 
 
-def configure_torch(threads: int = 2) -> None:
-    """Pin torch's intra-op threads (the machine's 2 cores). Inter-op threads are set once per process if possible."""
+def configure_torch(threads: int = 2, aten_linear: bool = False) -> None:
+    """Pin torch's intra-op threads (the machine's 2 cores; inter-op threads are set once per process if possible) and
+    choose our linear layers' CPU kernel: oneDNN (the default) or, with ``aten_linear``, ``F.linear`` as transformers
+    uses (see flagai_hf/modules/linear.py)."""
+    from flagai_hf.modules.linear import use_onednn_for_cpu
+
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set, or parallel work already ran in this process
         pass
+    use_onednn_for_cpu(not aten_linear)
+
+
+def add_linear_option(parser) -> None:
+    """``--aten-linear``: our linears use ``F.linear`` (MKL on x86), the same kernel as transformers, so the ratio shows
+    the rest of the implementation alone."""
+    parser.add_argument("--aten-linear", action="store_true",
+                        help="our linear layers use F.linear (as transformers does) instead of oneDNN on CPU")
 
 
 def fp32_matmul_precision() -> str:
@@ -59,6 +72,8 @@ def environment_info() -> dict:
     """What a timing depends on: versions, threads, matmul precision setting, CPU and its load when asked."""
     import transformers
 
+    from flagai_hf.modules.linear import onednn_for_cpu_enabled
+
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -73,6 +88,7 @@ def environment_info() -> dict:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "fp32_matmul_precision": fp32_matmul_precision(),
+        "our_cpu_linear": "oneDNN" if onednn_for_cpu_enabled() else "F.linear",
         "loadavg": load_average(),
     }
 

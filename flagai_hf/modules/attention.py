@@ -41,6 +41,41 @@ def eager_attention_forward(
     return output, probs
 
 
+def split_heads(fused: torch.Tensor, parts: int, num_heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    """Split a fused projection (B, T, parts * heads * head_dim), laid out ``[q | k | v]`` (or ``[k | v]``), into
+    ``parts`` views (B, heads, T, head_dim).
+
+    Views only; slicing the last dimension (rather than a 5-D permute) keeps the backward a plain concatenation.
+    """
+    batch, length, width = fused.shape
+    if width != parts * num_heads * head_dim:
+        raise ValueError(f"a fused projection of width {width} does not hold {parts} x {num_heads} heads x {head_dim}")
+    return tuple(part.view(batch, length, num_heads, head_dim).transpose(1, 2)  # (B, T, heads, d) -> (B, heads, T, d)
+                 for part in fused.split(num_heads * head_dim, dim=-1))
+
+
+def cached_key_length(cache, new_tokens: int) -> int:
+    """How many key slots the attention sees once this step's keys are in ``cache`` (a transformers ``Cache`` of
+    self-attention layers, or None): cached + new for a growing ``DynamicCache``, the whole preallocated length for a
+    ``StaticCache``. Slots not written yet lie after every query's position, so a causal mask over this length
+    covers them. Caches that drop their oldest keys (sliding windows) are refused."""
+    if cache is None:
+        return new_tokens
+    length, offset = cache.get_mask_sizes(new_tokens, 0)
+    if offset:
+        raise ValueError(f"{type(cache).__name__} drops its oldest keys (offset {offset}); this model attends to every "
+                         "cached position: use a DynamicCache or a StaticCache")
+    return int(length)
+
+
+def padding_mask_for_generate(self, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor | None:
+    """``create_masks_for_generate`` for models that build their own causal mask from a 2-D padding mask.
+
+    With a static cache, ``generate()`` asks the model for the 4-D mask of each step through this hook; these models
+    take the (B, cached + new) padding mask as it is and mask the cache's unwritten slots themselves."""
+    return attention_mask
+
+
 def attention_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Turn a user mask (1/True = attend, 0/False = masked) into an additive float mask for the kernels.
 
@@ -103,9 +138,7 @@ class SelfAttention(nn.Module):
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of ``hidden_states`` (B, T, h), each (B, heads, T, head_dim)."""
-        batch, length, _ = hidden_states.shape
-        qkv = self.query_key_value(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (3, B, heads, T, head_dim) -> 3 x (B, heads, T, head_dim)
+        return split_heads(self.query_key_value(hidden_states), 3, self.num_heads, self.head_dim)
 
     def forward(
         self,

@@ -29,6 +29,11 @@ def use_onednn_for_cpu(enabled: bool = True) -> bool:
     return previous
 
 
+def onednn_for_cpu_enabled() -> bool:
+    """Whether ``use_onednn_for_cpu`` currently lets CPU float32 forwards take oneDNN's path."""
+    return _onednn_enabled
+
+
 def _takes_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (_onednn_enabled and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")

@@ -1,12 +1,15 @@
-"""Shared layers: attention kernels agree, masks, blocks compose as documented, norms, embeddings, activations."""
+"""Shared layers: attention kernels agree, masks, head splitting, cache lengths, blocks compose as documented, norms, embeddings, activations."""
 
 import pytest
 import torch
 from torch import nn
+from transformers import DynamicCache, StaticCache
+from transformers.cache_utils import DynamicSlidingWindowLayer
 from transformers.models.t5.modeling_t5 import T5LayerNorm
 
+from flagai_hf import FlagAIGPT2Config
 from flagai_hf.modules.activations import get_activation
-from flagai_hf.modules.attention import SelfAttention, attention_bias
+from flagai_hf.modules.attention import SelfAttention, attention_bias, cached_key_length, split_heads
 from flagai_hf.modules.blocks import PostNormBlock, PreNormBlock
 from flagai_hf.modules.embeddings import TransformerEmbeddings
 from flagai_hf.modules.mlp import MLP
@@ -54,6 +57,32 @@ def test_attention_bias_shapes_and_fast_path():
     assert attention_bias(torch.ones(1, 2, 3, 3, dtype=torch.bool).tril(), torch.float32).shape == (1, 2, 3, 3)
     with pytest.raises(ValueError, match="attention_mask must be 2-D"):
         attention_bias(torch.ones(1, 1, 1, 1, 1), torch.float32)
+
+
+def test_split_heads_gives_views_of_each_part():
+    fused = torch.randn(2, 5, 3 * 4 * 6)  # (B, T, 3 * heads * head_dim)
+    query, key, value = split_heads(fused, 3, num_heads=4, head_dim=6)
+    assert query.shape == key.shape == value.shape == (2, 4, 5, 6)
+    assert query.data_ptr() == fused.data_ptr()  # views, no copy
+    assert torch.equal(value[1, 2, 3], fused[1, 3, 2 * 24 + 2 * 6: 2 * 24 + 3 * 6])  # part 2, head 2, position 3
+    with pytest.raises(ValueError, match="width 72 does not hold 2 x 4 heads x 6"):
+        split_heads(fused, 2, num_heads=4, head_dim=6)
+
+
+def test_cached_key_length_for_dynamic_static_and_sliding_caches():
+    keys = torch.zeros(1, 2, 3, 4)  # (B, heads, T, head_dim): 3 cached positions
+    assert cached_key_length(None, 5) == 5
+    dynamic = DynamicCache()
+    dynamic.update(keys, keys, 0)
+    assert cached_key_length(dynamic, 1) == 4
+    static = StaticCache(config=FlagAIGPT2Config(n_layer=1, n_embd=8, n_head=2), max_cache_len=16)
+    static.update(keys, keys, 0)
+    assert cached_key_length(static, 1) == 16  # unwritten slots included: the caller masks them
+    sliding = DynamicCache()
+    sliding.layers = [DynamicSlidingWindowLayer(sliding_window=2)]
+    sliding.update(keys, keys, 0)
+    with pytest.raises(ValueError, match="drops its oldest keys"):
+        cached_key_length(sliding, 1)
 
 
 def test_blocks_compose_as_documented():

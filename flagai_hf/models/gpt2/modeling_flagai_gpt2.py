@@ -28,7 +28,7 @@ from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from ...modules.activations import get_activation
-from ...modules.attention import SelfAttention
+from ...modules.attention import SelfAttention, cached_key_length, padding_mask_for_generate
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
@@ -54,22 +54,24 @@ def causal_attention_bias(
     batch: int,
     length: int,
     past_length: int,
+    key_length: int,  # key slots attended: past + T, or a static cache's whole length
     dtype: torch.dtype,
     device: torch.device,
-) -> torch.Tensor:  # (B, 1, T, past + T)
+) -> torch.Tensor:  # (B, 1, T, key_length)
     """The additive causal + padding mask: query ``i`` (at position ``past + i``) sees keys ``j <= past + i`` that are
-    not padding; masked entries hold the dtype's minimum."""
+    not padding (so never a static cache's unwritten slots); masked entries hold the dtype's minimum."""
     keys = past_length + length
     if padding_mask is not None and padding_mask.shape != (batch, keys):
         raise ValueError(f"attention_mask must be (batch, cached + new tokens) = ({batch}, {keys}); "
                          f"got {tuple(padding_mask.shape)}")
     query_position = torch.arange(past_length, keys, device=device)[:, None]
-    key_position = torch.arange(keys, device=device)[None, :]
-    keep = (key_position <= query_position)[None, None]  # (1, 1, T, past + T)
+    key_position = torch.arange(key_length, device=device)[None, :]
+    keep = (key_position <= query_position)[None, None]  # (1, 1, T, key_length)
     if padding_mask is not None:
-        keep = keep & padding_mask.bool()[:, None, None, :]  # (B, 1, T, past + T)
+        padding = nn.functional.pad(padding_mask.bool(), (0, key_length - keys))  # unwritten slots: False
+        keep = keep & padding[:, None, None, :]  # (B, 1, T, key_length)
     bias = torch.zeros(keep.shape, dtype=dtype, device=device)
-    return bias.masked_fill_(~keep, torch.finfo(dtype).min).expand(batch, 1, length, keys)
+    return bias.masked_fill_(~keep, torch.finfo(dtype).min).expand(batch, 1, length, key_length)
 
 
 class GPT2PreTrainedModel(FlagAIModelMixin, PreTrainedModel):
@@ -129,6 +131,8 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
             attention.scaling /= index + 1
         return attention
 
+    create_masks_for_generate = padding_mask_for_generate  # static caches: the 2-D mask reaches forward as it is
+
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
@@ -165,18 +169,20 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if cache is None and use_cache:
             cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
+        past_length = int(cache.get_seq_length()) if cache is not None else 0
 
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
                                         past_length=past_length)
         batch, length = hidden_states.shape[:2]
+        key_length = cached_key_length(cache, length)
         attention_mask = self._padding_mask(input_ids, attention_mask, past_length)
         bias = None
         # sdpa applies the causal pattern itself when it gets no mask (is_causal) and the queries start at key 0;
-        # a single new token may see every cached key.
-        skippable = length == 1 or (past_length == 0 and self.config._attn_implementation == "sdpa")
+        # a single new token may see every cached key (unless a static cache has unwritten slots).
+        skippable = key_length == past_length + length and (
+            length == 1 or (past_length == 0 and self.config._attn_implementation == "sdpa"))
         if attention_mask is not None or not skippable:
-            bias = causal_attention_bias(attention_mask, batch, length, past_length, hidden_states.dtype,
+            bias = causal_attention_bias(attention_mask, batch, length, past_length, key_length, hidden_states.dtype,
                                          hidden_states.device)
 
         layer_inputs = ()

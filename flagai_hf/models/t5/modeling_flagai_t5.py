@@ -33,7 +33,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from ...modules.activations import get_activation
-from ...modules.attention import attention_bias, eager_attention_forward
+from ...modules.attention import (attention_bias, cached_key_length, eager_attention_forward, padding_mask_for_generate,
+                                  split_heads)
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin
@@ -151,8 +152,7 @@ class T5SelfAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache=None,
                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
-        qkv = self.query_key_value(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, T, head_dim)
+        query, key, value = split_heads(self.query_key_value(hidden_states), 3, self.num_heads, self.head_dim)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # (B, heads, past + T, head_dim)
         output, probs = _attend(self, query, key, value, attention_mask, **kwargs)
@@ -187,9 +187,7 @@ class T5CrossAttention(nn.Module):
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             key, value = layer.keys, layer.values  # (B, heads, S, head_dim)
         else:
-            source = encoder_hidden_states.shape[1]
-            kv = self.key_value(encoder_hidden_states).view(batch, source, 2, self.num_heads, self.head_dim)
-            key, value = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, heads, S, head_dim)
+            key, value = split_heads(self.key_value(encoder_hidden_states), 2, self.num_heads, self.head_dim)
             if cache is not None:
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                 cache.is_updated[self.layer_idx] = True
@@ -304,7 +302,9 @@ class T5Stack(nn.Module):
         """The final hidden states (B, T, d_model) and, if asked, the tuple of every layer's input plus the output."""
         batch, length = inputs_embeds.shape[:2]
         dtype = inputs_embeds.dtype
-        past = cache.self_attention_cache.get_seq_length() if cache is not None else 0
+        self_cache = cache.self_attention_cache if cache is not None else None
+        past = int(self_cache.get_seq_length()) if self_cache is not None else 0
+        keys = cached_key_length(self_cache, length)  # past + T, or a static cache's whole length
         keep = None
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape[1] != past + length:
@@ -312,13 +312,14 @@ class T5Stack(nn.Module):
                     f"attention_mask must be (batch, {past + length}) for {past} cached and {length} new positions; "
                     f"got shape {tuple(attention_mask.shape)}"
                 )
-            keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
+            padding = nn.functional.pad(attention_mask.bool(), (0, keys - past - length))  # unwritten slots: False
+            keep = padding[:, None, None, :]  # (B, 1, 1, keys)
         if self.is_decoder:
             query_position = torch.arange(past, past + length, device=inputs_embeds.device)[:, None]
-            causal = torch.arange(past + length, device=inputs_embeds.device)[None, :] <= query_position
-            keep = causal[None, None] if keep is None else keep & causal  # (B or 1, 1, T, past + T)
+            causal = torch.arange(keys, device=inputs_embeds.device)[None, :] <= query_position
+            keep = causal[None, None] if keep is None else keep & causal  # (B or 1, 1, T, keys)
         mask = attention_bias(keep, dtype)  # additive, or None when nothing is masked
-        bias = self.relative_position_bias(length, past + length, past).to(dtype)  # (1, heads, T, past + T)
+        bias = self.relative_position_bias(length, keys, past).to(dtype)  # (1, heads, T, keys)
         if mask is not None:
             bias = bias + mask
         encoder_bias = attention_bias(encoder_attention_mask, dtype) if self.is_decoder else None
@@ -446,6 +447,8 @@ class T5Model(T5PreTrainedModel, GenerationMixin):
         self.decoder = T5Stack(config, is_decoder=True)
         self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+
+    create_masks_for_generate = padding_mask_for_generate  # static caches: 2-D decoder masks reach forward as they are
 
     def get_input_embeddings(self):
         return self.shared

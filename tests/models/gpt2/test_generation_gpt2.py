@@ -64,6 +64,27 @@ def test_cache_equals_recomputation(pair, impl, num_beams):
     assert torch.equal(cached, recomputed)
 
 
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("rows", [ROWS[:1], ROWS], ids=["one-unpadded-row", "left-padded-batch"])
+def test_static_cache_equals_the_dynamic_cache_and_transformers(pair, impl, rows):
+    """generate(cache_implementation="static"): the unwritten slots of the preallocated cache are masked, so every
+    step's scores equal the growing cache's, and the tokens equal transformers' with its static cache."""
+    reference, ours = pair
+    ours.set_attn_implementation(impl)
+    ids, mask = left_padded(rows)
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=None,
+                  output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        static = ours.generate(ids, cache_implementation="static", **kwargs)
+        dynamic = ours.generate(ids, **kwargs)
+        expected = reference.generate(ids, cache_implementation="static", **kwargs)
+    ours.set_attn_implementation("sdpa")
+    assert torch.equal(static.sequences, dynamic.sequences)
+    assert torch.equal(static.sequences, expected.sequences)
+    for step, (a, b) in enumerate(zip(static.scores, dynamic.scores)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+
+
 def test_greedy_equals_a_written_out_loop(pair):
     _, ours = pair
     prompt = torch.tensor([ROWS[0]])

@@ -122,6 +122,24 @@ def test_generate_matches_transformers(variant, impl):
         assert torch.equal(results[1], results[2]), options
 
 
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_static_cache_equals_the_dynamic_cache_and_transformers(impl):
+    """generate(cache_implementation="static"): the decoder masks the preallocated cache's unwritten slots, so every
+    step's scores equal the growing cache's, and the tokens equal transformers' with its static cache."""
+    reference, ours = pair("t5-relu-tied", impl)
+    input_ids, attention_mask, _ = padded_batch()
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=8, min_new_tokens=8,
+                  do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        static = ours.generate(cache_implementation="static", **kwargs)
+        dynamic = ours.generate(**kwargs)
+        expected = reference.generate(cache_implementation="static", **kwargs)
+    assert torch.equal(static.sequences, dynamic.sequences)
+    assert torch.equal(static.sequences, expected.sequences)
+    for step, (a, b) in enumerate(zip(static.scores, dynamic.scores)):
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL, msg=f"step {step}")  # -inf (suppressed eos) equal too
+
+
 def test_incremental_decoding_equals_full_forward_with_deeper_decoder():
     model = T5Model(FlagAIT5Config(**TINY, num_decoder_layers=3)).eval()
     input_ids, attention_mask, labels = padded_batch()
