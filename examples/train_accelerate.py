@@ -70,18 +70,11 @@ if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without
 from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertTokenizer  # noqa: E402
 
 
-def _load_module(name: str, path: str):
-    """Import a file of the examples under a unique module name (works as a script, from tests, anywhere)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+sys.path.append(_HERE)  # examples/, for example_common
+from example_common import load_module  # noqa: E402
 
-
-_data = _load_module("flagai_examples_ner_data", os.path.join(_HERE, "ner", "data.py"))
-_run_ner = _load_module("flagai_examples_ner_run_ner", os.path.join(_HERE, "ner", "run_ner.py"))
+_data = load_module("flagai_examples_ner_data", os.path.join(_HERE, "ner", "data.py"))
+_run_ner = load_module("flagai_examples_ner_run_ner", os.path.join(_HERE, "ner", "run_ner.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
 MODEL_SIZES, encode, label_sequences = _run_ner.MODEL_SIZES, _run_ner.encode, _run_ner.label_sequences
 

@@ -50,20 +50,10 @@ if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without
 import flagai_hf  # noqa: E402,F401  (registers flagai_bert with the Auto classes)
 from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertTokenizer  # noqa: E402
 
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
+from example_common import load_module  # noqa: E402
 
-
-def _load_sibling(name: str, filename: str):
-    """Import ``examples/ner/<filename>`` under a unique module name (works as a script, from tests, anywhere)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                                         filename))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_data = _load_sibling("flagai_examples_ner_data", "data.py")
+_data = load_module("flagai_examples_ner_data", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
 
 # A held-out sentence (msra_test.txt #413) with PER, LOC and ORG entities.

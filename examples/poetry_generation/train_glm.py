@@ -26,7 +26,6 @@ Everything runs offline (``HF_HUB_OFFLINE=1`` is set if unset).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -43,20 +42,11 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed  # n
 from flagai_hf.models.glm import GLMConfig, GLMForConditionalGeneration  # noqa: E402
 from flagai_hf.models.glm.tokenization_flagai_glm import GLMChineseTokenizer, GLMSeq2SeqCollator  # noqa: E402
 
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
+from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load_module(name: str, path: str):
-    """Import a file of the examples under a unique module name (works as a script, from tests, anywhere)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_data = _load_module("flagai_examples_poetry_generation_data", os.path.join(_HERE, "data.py"))
+_data = load_module("flagai_examples_poetry_generation_data", os.path.join(_HERE, "data.py"))
 
 # Model sizes: (hidden_size, num_layers, num_attention_heads); the MLP is 4 x hidden. "large" is GLM-large-ch.
 MODEL_SIZES = {
@@ -234,31 +224,10 @@ def main(argv=None) -> dict:
           f"({config.vocab_size * config.hidden_size / 1e6:.1f}M in the tied embedding), randomly initialised")
 
     collator = GLMSeq2SeqCollator(tokenizer, max_source_length=64, max_target_length=args.max_target_length)
-    steps_per_epoch = math.ceil(len(train_dataset) / args.batch_size)
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    eval_steps = args.eval_steps if args.eval_steps is not None else max(1, total_steps // 4)
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=os.path.join(args.output_dir, "trainer"),
-        use_cpu=True,
-        report_to="none",
-        seed=args.seed,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        lr_scheduler_type="linear",
-        eval_strategy="steps" if eval_steps > 0 and eval_dataset else "no",
-        eval_steps=eval_steps if eval_steps > 0 else None,
-        prediction_loss_only=True,
-        logging_strategy="steps",
-        logging_steps=max(1, min(args.logging_steps, total_steps)),
-        save_strategy="no",
-        remove_unused_columns=False,  # the collator needs "source" / "target"
-        dataloader_num_workers=0,
-    )
+    total_steps, eval_steps = training_schedule(len(train_dataset), args)
+    training_args = trainer_arguments(args, total_steps, eval_steps, evaluate=bool(eval_dataset),
+                                      arguments_class=Seq2SeqTrainingArguments,
+                                      remove_unused_columns=False)  # the collator needs "source" / "target"
     trainer = Seq2SeqTrainer(model=model, args=training_args, data_collator=collator, train_dataset=train_dataset,
                              eval_dataset=eval_dataset if eval_dataset else None, processing_class=tokenizer)
     t_train = time.perf_counter()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import Trainer, TrainingArguments, set_seed  # noqa: E402
+from transformers import Trainer, set_seed  # noqa: E402
 
 if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -48,21 +47,12 @@ if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without
 from flagai_hf.models.bert import FlagAIBertTokenizer  # noqa: E402
 from flagai_hf.models.gpt2 import FlagAIGPT2Config, GPT2LMHeadModel  # noqa: E402
 
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
+from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load_module(name: str, path: str):
-    """Import a file of the examples under a unique module name (works as a script, from tests, anywhere)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_data = _load_module("flagai_examples_title_generation_data", os.path.join(_HERE, "data.py"))
-_metrics = _load_module("flagai_examples_metrics", os.path.join(_HERE, "..", "metrics.py"))
+_data = load_module("flagai_examples_title_generation_data", os.path.join(_HERE, "data.py"))
+_metrics = load_module("flagai_examples_metrics", os.path.join(_HERE, "..", "metrics.py"))
 
 # Model sizes: (hidden_size, num_layers, num_attention_heads); the MLP is 4 x hidden. "base" is GPT2-base-ch.
 MODEL_SIZES = {
@@ -266,31 +256,9 @@ def main(argv=None) -> dict:
           f"randomly initialised")
 
     # Training.
-    steps_per_epoch = math.ceil(len(train_dataset) / args.batch_size)
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    eval_steps = args.eval_steps if args.eval_steps is not None else max(1, total_steps // 4)
-    training_args = TrainingArguments(
-        output_dir=os.path.join(args.output_dir, "trainer"),
-        use_cpu=True,
-        report_to="none",
-        seed=args.seed,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        lr_scheduler_type="linear",
-        eval_strategy="steps" if eval_steps > 0 and eval_dataset else "no",
-        eval_steps=eval_steps if eval_steps > 0 else None,
-        prediction_loss_only=True,
-        logging_strategy="steps",
-        logging_steps=max(1, min(args.logging_steps, total_steps)),
-        save_strategy="no",
-        remove_unused_columns=False,  # the collator drops "prompt_length" itself
-        dataloader_num_workers=0,
-    )
+    total_steps, eval_steps = training_schedule(len(train_dataset), args)
+    training_args = trainer_arguments(args, total_steps, eval_steps, evaluate=bool(eval_dataset),
+                                      remove_unused_columns=False)  # the collator drops "prompt_length" itself
     trainer_class = Trainer if args.full_logits else TitleLogitsTrainer
     trainer = trainer_class(
         model=model,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -54,21 +53,12 @@ if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without
 import flagai_hf  # noqa: E402,F401  (registers flagai_t5 and the flagai-text2text-generation pipeline)
 from flagai_hf.models.t5 import FlagAIT5Config, T5ChineseTokenizer, T5ForConditionalGeneration  # noqa: E402
 
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
+from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load_module(name: str, path: str):
-    """Import a file of the examples under a unique module name (works as a script, from tests, anywhere)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_data = _load_module("flagai_examples_title_generation_data", os.path.join(_HERE, "data.py"))
-_metrics = _load_module("flagai_examples_metrics", os.path.join(_HERE, "..", "metrics.py"))
+_data = load_module("flagai_examples_title_generation_data", os.path.join(_HERE, "data.py"))
+_metrics = load_module("flagai_examples_metrics", os.path.join(_HERE, "..", "metrics.py"))
 
 # Model sizes: (d_model, layers per stack, heads, d_ff); d_kv = d_model / heads. "base" is T5-base-ch (T5-PEGASUS).
 MODEL_SIZES = {
@@ -236,30 +226,9 @@ def main(argv=None) -> dict:
           f"({2 * config.vocab_size * config.d_model / 1e6:.1f}M in the embedding and the head), randomly initialised")
 
     # Training.
-    steps_per_epoch = math.ceil(len(train_dataset) / args.batch_size)
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    eval_steps = args.eval_steps if args.eval_steps is not None else max(1, total_steps // 4)
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=os.path.join(args.output_dir, "trainer"),
-        use_cpu=True,
-        report_to="none",
-        seed=args.seed,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        lr_scheduler_type="linear",
-        eval_strategy="steps" if eval_steps > 0 and eval_dataset else "no",
-        eval_steps=eval_steps if eval_steps > 0 else None,
-        prediction_loss_only=True,
-        logging_strategy="steps",
-        logging_steps=max(1, min(args.logging_steps, total_steps)),
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    total_steps, eval_steps = training_schedule(len(train_dataset), args)
+    training_args = trainer_arguments(args, total_steps, eval_steps, evaluate=bool(eval_dataset),
+                                      arguments_class=Seq2SeqTrainingArguments)
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,

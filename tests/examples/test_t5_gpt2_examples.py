@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import transformers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -151,7 +152,7 @@ def test_gpt2_prefix_lm_learns_only_the_title(tmp_path):
     assert int(keep.sum()) == sum(len(f["input_ids"]) - f["prompt_length"] for f in features)
     trainer = script.TitleLogitsTrainer(
         model=model, data_collator=script.PrefixLMCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-        args=script.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+        args=transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                       remove_unused_columns=False))
     with torch.no_grad():
         ours = trainer.compute_loss(model, dict(batch))
