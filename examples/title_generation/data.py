@@ -166,5 +166,12 @@ def strip_dateline(body: str) -> str:
     return stripped if stripped else body
 
 
+def lead_baseline(train_pairs: list[tuple[str, str]], eval_pairs: list[tuple[str, str]]) -> tuple[int, list[str]]:
+    """The lead baseline's titles: each held-out body's first N characters after its dateline, N = the median
+    training title length. Returns ``(N, titles)``."""
+    lead_chars = sorted(len(t) for _, t in train_pairs)[len(train_pairs) // 2] if train_pairs else 0
+    return lead_chars, [strip_dateline(b)[:lead_chars] for b, _ in eval_pairs]
+
+
 __all__ = ["corpus_path", "read_paragraphs", "extract_title_pairs", "load_title_pairs", "split_pairs", "load_split",
-           "strip_dateline", "is_held_out", "clean_title"]
+           "strip_dateline", "lead_baseline", "is_held_out", "clean_title"]

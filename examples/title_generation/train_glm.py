@@ -28,7 +28,6 @@ Everything runs offline (``HF_HUB_OFFLINE=1`` is set if unset).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,7 +44,14 @@ from flagai_hf.models.glm import GLMConfig, GLMForConditionalGeneration  # noqa:
 from flagai_hf.models.glm.tokenization_flagai_glm import GLMChineseTokenizer, GLMSeq2SeqCollator  # noqa: E402
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
-from example_common import load_module, trainer_arguments, training_schedule  # noqa: E402
+from example_common import (  # noqa: E402
+    load_module,
+    save_model,
+    train_with_history,
+    trainer_arguments,
+    training_schedule,
+    write_metrics,
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _data = load_module("flagai_examples_title_generation_data", os.path.join(_HERE, "data.py"))
@@ -245,14 +251,8 @@ def main(argv=None) -> dict:
         eval_dataset=eval_dataset if eval_dataset else None,
         processing_class=tokenizer,
     )
-    t_train = time.perf_counter()
-    train_result = trainer.train()
-    train_seconds = time.perf_counter() - t_train
+    train_result, train_seconds, loss_history, eval_history = train_with_history(trainer)
     final_eval = trainer.evaluate() if eval_dataset else {}
-    loss_history = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
-                    for e in trainer.state.log_history if "loss" in e]
-    eval_history = [{"step": e["step"], "epoch": e.get("epoch"), "eval_loss": e["eval_loss"]}
-                    for e in trainer.state.log_history if "eval_loss" in e]
     print(f"training: {trainer.state.global_step} steps in {train_seconds:.0f}s, loss "
           f"{loss_history[0]['loss']:.3f} -> {loss_history[-1]['loss']:.3f}; held-out loss "
           f"{final_eval.get('eval_loss', float('nan')):.3f}")
@@ -261,27 +261,18 @@ def main(argv=None) -> dict:
     t_gen = time.perf_counter()
     generated = generate_titles(model, tokenizer, eval_sources, args)
     generate_seconds = time.perf_counter() - t_gen
-    references = [t for _, t in eval_pairs]
-    rouge = _metrics.rouge_chinese(generated, references)
-    print(f"held-out ROUGE ({rouge['pairs']} pairs, character level, F1): ROUGE-1 {rouge['rouge1']:.4f}  "
-          f"ROUGE-2 {rouge['rouge2']:.4f}  ROUGE-L {rouge['rougeL']:.4f}")
     # Reference point: the lead baseline, the body's first N characters (N = the median training title length).
-    lead_chars = sorted(len(t) for _, t in train_pairs)[len(train_pairs) // 2] if train_pairs else 0
-    lead = _metrics.rouge_chinese([_data.strip_dateline(b)[:lead_chars] for b, _ in eval_pairs], references)
-    print(f"lead-{lead_chars} baseline (first {lead_chars} characters of the body): ROUGE-1 {lead['rouge1']:.4f}  "
-          f"ROUGE-2 {lead['rouge2']:.4f}  ROUGE-L {lead['rougeL']:.4f}")
+    lead_chars, lead_titles = _data.lead_baseline(train_pairs, eval_pairs)
+    rouge, lead = _metrics.rouge_with_lead_baseline(generated, [t for _, t in eval_pairs], lead_titles, lead_chars)
     samples = [{"body": body[:120], "title": title, "generated": gen}
                for (body, title), gen in zip(eval_pairs[:args.num_samples], generated)]
     for s in samples[:5]:
         print(f"  {s['title']}  <-  generated: {s['generated']}")
 
     if args.save_model:
-        model_dir = os.path.join(args.output_dir, "model")
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        model_dir = save_model(model, tokenizer, args.output_dir)
         print(f"saved the model and tokenizer to {model_dir}")
 
-    total_seconds = time.perf_counter() - t_start
     metrics = {
         "task": "title generation (body -> title), People's Daily 1998-01",
         "rouge1": rouge["rouge1"],
@@ -302,18 +293,8 @@ def main(argv=None) -> dict:
         "generated": generated,
         "model": {"config": args.config, "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers,
                   "num_heads": config.num_attention_heads, "vocab_size": config.vocab_size, "parameters": n_params},
-        "args": vars(args),
-        "train_seconds": round(train_seconds, 1),
-        "generate_seconds": round(generate_seconds, 1),
-        "total_seconds": round(total_seconds, 1),
-        "torch_threads": torch.get_num_threads(),
     }
-    path = os.path.join(args.output_dir, "metrics.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, ensure_ascii=False, indent=2)
-    print(f"wrote {path}; total {total_seconds:.0f}s (training {train_seconds:.0f}s, generation "
-          f"{generate_seconds:.0f}s)")
-    return metrics
+    return write_metrics(metrics, args, t_start, train_seconds, generate_seconds)
 
 
 if __name__ == "__main__":
