@@ -17,7 +17,7 @@ import sys
 import time
 
 import torch
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 
 def load_module(name: str, path: str):
@@ -42,6 +42,43 @@ def bert_chinese_vocab() -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing; reinstall with:  pip install --no-deps cn-clip==1.6.0")
     return path
+
+
+def add_training_options(group, *, epochs: float, learning_rates: str, output_dir: str,
+                         save_model: bool = True) -> None:
+    """The generation examples' training options, added to the ``argparse`` group ``group``: ``--epochs`` (default
+    ``epochs``), ``--max_steps``, ``--batch_size``, ``--learning_rate`` (default None: the script picks it by model
+    size, as ``learning_rates`` says), ``--weight_decay``, ``--warmup``, ``--logging_steps``, ``--eval_steps``,
+    ``--seed``, ``--threads``, ``--output_dir`` (default ``output_dir``) and, with ``save_model``, ``--save_model``."""
+    group.add_argument("--epochs", type=float, default=epochs, help="training epochs (ignored when --max_steps > 0)")
+    group.add_argument("--max_steps", type=int, default=-1, help="training steps; > 0 overrides --epochs")
+    group.add_argument("--batch_size", type=int, default=16)
+    group.add_argument("--learning_rate", type=float, default=None,
+                       help=f"peak learning rate (default {learning_rates})")
+    group.add_argument("--weight_decay", type=float, default=0.01)
+    group.add_argument("--warmup", type=float, default=0.05,
+                       help="warm-up steps (>= 1) or fraction of the steps (< 1)")
+    group.add_argument("--logging_steps", type=int, default=10, help="training-loss logging interval")
+    group.add_argument("--eval_steps", type=int, default=None,
+                       help="held-out loss every N steps (default: 4 times per run; 0: only at the end)")
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other "
+                            "jobs)")
+    group.add_argument("--output_dir", default=output_dir)
+    if save_model:
+        group.add_argument("--save_model", action="store_true",
+                           help="save the model and tokenizer to <output_dir>/model")
+
+
+def start_run(args) -> float:
+    """Apply ``--threads`` and ``--seed``, create ``--output_dir``; returns the start time for the run's timings."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    return start
 
 
 def training_schedule(num_examples: int, args) -> tuple[int, int]:

@@ -36,15 +36,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed  # noqa: E402
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments  # noqa: E402
 
 from flagai_hf.models.glm import GLMConfig, GLMForConditionalGeneration  # noqa: E402
 from flagai_hf.models.glm.tokenization_flagai_glm import GLMChineseTokenizer, GLMSeq2SeqCollator  # noqa: E402
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
 from example_common import (  # noqa: E402
+    add_training_options,
     load_module,
     save_model,
+    start_run,
     train_with_history,
     trainer_arguments,
     training_schedule,
@@ -85,21 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--max_target_length", type=int, default=64,
                    help="poem tokens including <|endofpiece|> (longer poems are cut; a 七言律诗 is ~50 tokens)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=float, default=12.0, help="training epochs (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="training steps; > 0 overrides --epochs")
-    g.add_argument("--batch_size", type=int, default=16)
-    g.add_argument("--learning_rate", type=float, default=None, help="peak learning rate (default 1e-3; base 2e-4, "
-                                                                      "large 1e-4)")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--warmup", type=float, default=0.05, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
-    g.add_argument("--logging_steps", type=int, default=10, help="training-loss logging interval")
-    g.add_argument("--eval_steps", type=int, default=None,
-                   help="held-out loss every N steps (default: 4 times per run; 0: only at the end)")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other jobs)")
-    g.add_argument("--output_dir", default=os.path.join("outputs", "poetry_generation"))
-    g.add_argument("--save_model", action="store_true", help="save the model and tokenizer to <output_dir>/model")
+    add_training_options(g, epochs=12.0, learning_rates="1e-3; base 2e-4, large 1e-4",
+                         output_dir=os.path.join("outputs", "poetry_generation"))
     g = p.add_argument_group("generation (sampling)")
     g.add_argument("--num_poems", type=int, default=6, help="held-out titles to write poems for")
     g.add_argument("--max_new_tokens", type=int, default=64)
@@ -210,11 +199,7 @@ def sample_poems(model, tokenizer, poems, args) -> list[str]:
 # --------------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    set_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+    t_start = start_run(args)
 
     train_poems, eval_poems = _data.load_split(args.train_poems, args.eval_poems)
     tokenizer = GLMChineseTokenizer()

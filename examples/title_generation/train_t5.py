@@ -43,7 +43,6 @@ from transformers import (  # noqa: E402
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     pipeline,
-    set_seed,
 )
 
 if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without `pip install -e .`
@@ -54,9 +53,11 @@ from flagai_hf.models.t5 import FlagAIT5Config, T5ChineseTokenizer, T5ForConditi
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # examples/, for example_common
 from example_common import (  # noqa: E402
+    add_training_options,
     bert_chinese_vocab,
     load_module,
     save_model,
+    start_run,
     train_with_history,
     trainer_arguments,
     training_schedule,
@@ -100,20 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--keep_dateline", action="store_true",
                    help="keep the body's dateline (新华社北京…电) in the source")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=float, default=3.0, help="training epochs (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="training steps; > 0 overrides --epochs")
-    g.add_argument("--batch_size", type=int, default=16)
-    g.add_argument("--learning_rate", type=float, default=None, help="peak learning rate (default 1e-3; base 2e-4)")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--warmup", type=float, default=0.05, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
-    g.add_argument("--logging_steps", type=int, default=10, help="training-loss logging interval")
-    g.add_argument("--eval_steps", type=int, default=None,
-                   help="held-out loss every N steps (default: 4 times per run; 0: only at the end)")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a machine busy with other jobs)")
-    g.add_argument("--output_dir", default=os.path.join("outputs", "title_generation_t5"))
-    g.add_argument("--save_model", action="store_true", help="save the model and tokenizer to <output_dir>/model")
+    add_training_options(g, epochs=3.0, learning_rates="1e-3; base 2e-4",
+                         output_dir=os.path.join("outputs", "title_generation_t5"))
     g = p.add_argument_group("generation")
     g.add_argument("--num_beams", type=int, default=4, help="beam search width (1: greedy decoding)")
     g.add_argument("--max_new_tokens", type=int, default=24)
@@ -197,11 +186,7 @@ def generate_titles(model, tokenizer, features: list[dict], args) -> list[str]:
 # --------------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    set_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+    t_start = start_run(args)
 
     # Data.
     train_pairs, eval_pairs = _data.load_split(args.train_pairs, args.eval_pairs)
