@@ -1,24 +1,18 @@
 """examples/plot_metrics.py: reading both metrics formats and writing a PNG."""
 
-import importlib.util
 import json
 import os
 import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 
 PLOT = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "plot_metrics.py")
 
 
 @pytest.fixture(scope="module")
 def plot():
-    name = "flagai_examples_plot_metrics"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, PLOT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module("flagai_examples_plot_metrics", PLOT)
 
 
 def write_jsonl(path, records):

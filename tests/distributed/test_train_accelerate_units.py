@@ -1,25 +1,18 @@
 """Pieces of examples/train_accelerate.py tested in-process: the data order, checkpoint discovery, the metrics log."""
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 
 from accelerate_runs import SCRIPT
 
 
 @pytest.fixture(scope="module")
 def script():
-    name = "flagai_examples_train_accelerate"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module("flagai_examples_train_accelerate", SCRIPT)
 
 
 def test_epoch_permutation_is_seeded_and_cut_to_global_batches(script):

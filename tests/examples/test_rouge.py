@@ -1,25 +1,14 @@
 """Character-level ROUGE of examples/metrics.py against values computed by hand (the arithmetic is in the comments)."""
 
-import importlib.util
 import os
-import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 
 _PATH = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "metrics.py")
 
 
-def _load():
-    name = "flagai_examples_metrics"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-metrics = _load()
+metrics = load_module("flagai_examples_metrics", _PATH)
 
 
 def chars(text):

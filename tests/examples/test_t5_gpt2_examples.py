@@ -6,9 +6,9 @@ import importlib.util
 import json
 import math
 import os
-import sys
 
 import pytest
+from example_common import load_module  # examples/ is on sys.path (tests/conftest.py)
 import torch
 import transformers
 
@@ -16,12 +16,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _load(name, relative_path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(name, os.path.join(ROOT, relative_path))
 
 
 # The names the scripts use for their siblings, so that scripts and tests share one module object.
