@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .checks import known_all_true
 from .linear import Linear
 
 
@@ -94,7 +95,7 @@ def attention_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tenso
             f"(batch, 1 or heads, queries, keys); got shape {tuple(mask.shape)}"
         )
     keep = mask.bool() if mask.dtype != torch.bool else mask
-    if bool(keep.all()):
+    if known_all_true(keep):
         return None
     bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
     return bias.masked_fill_(~keep, torch.finfo(dtype).min)

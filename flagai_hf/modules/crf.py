@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .checks import check_values
+
 IGNORE_INDEX = -100
 
 __all__ = ["CRF", "IGNORE_INDEX"]
@@ -91,8 +93,8 @@ class CRF(nn.Module):
         emissions = emissions.float()  # (B, T, C)
         transitions = self.transitions.float()  # (C, C)
         tags = tags.long().masked_fill(~mask, 0)  # (B, T)
-        if bool(((tags < 0) | (tags >= self.num_tags)).any()):
-            raise ValueError(f"tags at unmasked positions must lie in [0, {self.num_tags})")
+        check_values(((tags >= 0) & (tags < self.num_tags)).all(),
+                     f"tags at unmasked positions must lie in [0, {self.num_tags})")
 
         batch_size, seq_len, _ = emissions.shape
         if seq_len == 0:

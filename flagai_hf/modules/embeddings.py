@@ -69,7 +69,14 @@ class TransformerEmbeddings(nn.Module):
 
 
 def check_ids_in_range(ids: torch.Tensor, size: int, name: str, size_name: str) -> None:
-    """Raise a ``ValueError`` naming the offending id and the table size when ``ids`` fall outside ``[0, size)``."""
+    """Raise a ``ValueError`` naming the offending id and the table size when ``ids`` fall outside ``[0, size)``.
+
+    Under ``torch.compile`` the same condition is an in-graph assertion (a ``RuntimeError`` naming the table and its
+    size), since reading the ids' values on the host would break the graph."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(((ids >= 0) & (ids < size)).all(), f"{name} contains an id outside [0, {size}) "
+                                                               f"({size_name}={size})")
+        return
     if ids.numel() == 0:
         return
     low, high = int(ids.min()), int(ids.max())

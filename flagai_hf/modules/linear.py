@@ -8,8 +8,9 @@ on the matrix-matrix products of whole forwards. For gradients it has no advanta
 formula), so the backward pass is ``F.linear``'s own: the same two aten matmuls and a sum.
 
 ``linear`` (and the ``Linear`` module built on it) takes oneDNN's path for CPU float32 inputs and weights when torch
-has oneDNN, CPU autocast is off (autocast decides dtypes through ``F.linear``) and ``torch.compile`` is not tracing
-(the compiler picks its own kernels); everything else (GPUs, bf16 / fp16 which reach oneDNN through ``F.linear``
+has oneDNN, both are plain tensors (not subclasses such as FSDP's sharded DTensor weights, which dispatch through
+``F.linear``), CPU autocast is off (autocast decides dtypes through ``F.linear``) and ``torch.compile`` is not
+tracing (the compiler picks its own kernels); everything else (GPUs, bf16 / fp16 which reach oneDNN through ``F.linear``
 anyway, float64) is ``F.linear``. Results equal ``F.linear``'s up to fp32 summation order.
 
 ``use_onednn_for_cpu(False)`` turns the path off for the whole process (every call then runs ``F.linear``), e.g. to
@@ -34,10 +35,16 @@ def onednn_for_cpu_enabled() -> bool:
     return _onednn_enabled
 
 
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
 def _takes_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():  # first: the rest are calls dynamo cannot trace (graph breaks)
+        return False
+    if not (type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS):
+        return False  # tensor subclasses (FSDP's sharded DTensor weights, ...) dispatch through F.linear
     return (_onednn_enabled and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())
+            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

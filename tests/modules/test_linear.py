@@ -142,3 +142,18 @@ def test_without_onednn_runs_f_linear():
     x = torch.randn(2, 48)
     with mock.patch.object(torch.backends.mkldnn, "is_available", return_value=False), torch.no_grad():
         assert torch.equal(layer(x), reference(x))
+
+
+class _TaggedTensor(torch.Tensor):
+    """A trivial tensor subclass, standing in for FSDP's DTensor weights (which oneDNN's op refuses to mix)."""
+
+
+def test_tensor_subclasses_run_f_linear():
+    layer, reference = make_layer()
+    x = torch.randn(3, 48)
+    with torch.no_grad(), onednn_calls() as op:
+        ours = linear(x.as_subclass(_TaggedTensor), layer.weight, layer.bias)
+        also = linear(x, layer.weight.detach().as_subclass(_TaggedTensor), layer.bias)
+    assert op.call_count == 0
+    assert torch.equal(ours.as_subclass(torch.Tensor), reference(x)) and torch.equal(also.as_subclass(torch.Tensor),
+                                                                                     reference(x))

@@ -27,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
+from ...modules.checks import known_all_true
 from ...modules.blocks import PostNormBlock
 from ...modules.crf import CRF
 from ...modules.embeddings import TransformerEmbeddings
@@ -69,7 +70,7 @@ def _padding_mask(input_ids, attention_mask, pad_token_id):
     """The caller's mask, or (FlagAI's rule) ``input_ids != pad_token_id`` when none is given and pads occur."""
     if attention_mask is None and input_ids is not None and pad_token_id is not None:
         is_pad = input_ids == pad_token_id
-        if bool(is_pad.any()):
+        if not known_all_true(~is_pad):
             return ~is_pad
     return attention_mask
 

@@ -30,6 +30,7 @@ from transformers.utils import ModelOutput
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, cached_key_length, padding_mask_for_generate
 from ...modules.blocks import PreNormBlock
+from ...modules.checks import known_all_true
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.linear import Linear
@@ -210,12 +211,12 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
         if attention_mask is None and input_ids is not None and past_length == 0 \
                 and self.config.pad_token_id is not None:
             is_pad = input_ids == self.config.pad_token_id
-            if bool(is_pad.any()):
+            if not known_all_true(~is_pad):
                 attention_mask = ~is_pad
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError(f"GPT2 builds its own causal mask; attention_mask must be a 2-D padding mask "
                              f"(batch, cached + new tokens), got shape {tuple(attention_mask.shape)}")
-        if attention_mask is not None and bool(attention_mask.bool().all()):
+        if attention_mask is not None and known_all_true(attention_mask.bool()):
             return None
         return attention_mask
 
