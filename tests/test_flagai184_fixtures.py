@@ -1,0 +1,29 @@
+"""flagai_hf against the real FlagAI 1.8.4: folders FlagAI itself wrote and outputs FlagAI itself computed.
+
+The fixtures come from tests/fixtures/flagai184/make_fixtures.py, run in a throwaway venv with ``flagai==1.8.4``
+(its docstring has the recipe); this test needs only the committed files.
+"""
+
+import os
+
+import pytest
+import torch
+
+from flagai_hf.model.glm_model import GLMModel
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "flagai184")
+
+
+@pytest.fixture(scope="module")
+def flagai_outputs():
+    return torch.load(os.path.join(FIXTURES, "outputs.pt"), weights_only=True)
+
+
+def test_glm_model_from_a_flagai_checkpoint_matches_flagai_logits_and_loss(flagai_outputs):
+    ref = flagai_outputs["glm_model"]
+    model = GLMModel.from_pretrain(download_path=FIXTURES, model_name="glm_model").eval()
+    with torch.no_grad():
+        out = model(input_ids=ref["input_ids"], position_ids=ref["position_ids"],
+                    attention_mask=ref["attention_mask"], labels=ref["labels"])
+    assert (out.logits - ref["logits"]).abs().max().item() <= 1e-4
+    assert abs(out.loss.item() - ref["loss"].item()) <= 1e-4
