@@ -178,12 +178,15 @@ class GLMModel(GLMPreTrainedModel):
         mems: list[torch.Tensor] | None = None,  # FlagAI memories: L + 1 tensors (B, m, h)
         cache=None,  # a transformers Cache (generate); exclusive with mems
         inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,  # (B, T) FlagAI's task "lm": CE at every position, no shift
         use_cache: bool | None = None,
         return_memory: bool = False,
         output_hidden_states: bool | None = None,
         **kwargs,
     ) -> GLMOutput:
         self.flagai_kwargs(kwargs)
+        if labels is not None and not self.config.output_predict:
+            raise ValueError("labels need the output projection: this GLMModel has config.output_predict=False")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if mems is not None and cache is not None:
@@ -213,6 +216,7 @@ class GLMModel(GLMPreTrainedModel):
         logits = linear(last_hidden_state, self.embeddings.word_embeddings.weight) \
             if self.config.output_predict else None
         return GLMOutput(
+            loss=self.lm_loss(logits, labels) if labels is not None else None,
             logits=logits,
             last_hidden_state=last_hidden_state,
             hidden_states=tuple(layer_inputs[:-1]) + (last_hidden_state,) if output_hidden_states
@@ -220,6 +224,15 @@ class GLMModel(GLMPreTrainedModel):
             mems=self._update_mems(layer_inputs, mems, return_memory) if want_mems else None,
             cache=None if mems else cache,
         )
+
+    @staticmethod
+    def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """FlagAI's GLMModel loss: mean cross-entropy of ``logits[:, i]`` against ``labels[:, i]`` over every position
+        (labels are already next-token aligned; only -100, torch's default ``ignore_index``, is skipped)."""
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(f"labels have shape {tuple(labels.shape)}, expected (batch, length) = "
+                             f"{tuple(logits.shape[:2])} like input_ids")
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
 
     def _update_mems(self, layer_inputs, mems, return_memory):
         """New memories: old ones + this segment's layer inputs (detached), the last ``max_memory_length`` kept."""
