@@ -47,6 +47,16 @@ def family_tokenizers(config_class: type) -> list[type]:
             for cls in (default, other) if cls is not None]
 
 
+def registered_heads(model) -> dict[str, type]:
+    """`family_heads` of ``model``'s config; raises ExportError for a model of no registered family."""
+    heads = family_heads(type(model.config))
+    if not heads:
+        families = sorted({config.model_type for _, config, _ in AUTO_MODELS})
+        raise ExportError(f"{type(model).__name__} has config {type(model.config).__name__}, which no family "
+                          f"registers in auto_registration.AUTO_MODELS; exportable model types: {', '.join(families)}")
+    return heads
+
+
 def model_auto_map(config_class: type) -> dict[str, str]:
     """``config.json``'s ``auto_map``: ``AutoConfig`` then every registered head of the family."""
     entries = {"AutoConfig": class_reference(config_class)}
@@ -78,35 +88,54 @@ def export_for_hub(model, folder: str | Path, tokenizer=None, repo_id: str | Non
         names the file and import).
     """
     folder = Path(folder)
-    config_class = type(model.config)
-    heads = family_heads(config_class)
-    if not heads:
-        families = sorted({config.model_type for _, config, _ in AUTO_MODELS})
-        raise ExportError(f"{type(model).__name__} has config {config_class.__name__}, which no family registers in "
-                          f"auto_registration.AUTO_MODELS; exportable model types: {', '.join(families)}")
+    heads = registered_heads(model)
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
             raise ExportError(f"{folder} is not empty; choose a new folder or pass overwrite=True")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, hub_ready=False)
     if not (folder / "generation_config.json").is_file():
         GenerationConfig.from_model_config(model.config).save_pretrained(folder)
-    _update_json(folder / "config.json", auto_map=model_auto_map(config_class))
-
-    sources = [config_class, type(model), *heads.values()]
+    code_files = write_model_code(model, folder)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
         if type(tokenizer).__module__.startswith(PACKAGE_NAME + "."):
-            sources.append(type(tokenizer))
-            _update_json(folder / "tokenizer_config.json", auto_map=tokenizer_auto_map(type(tokenizer)))
-    code_files = write_flattened(sources, folder)
+            tokenizer.save_pretrained(folder, hub_ready=False)
+            code_files = sorted(set(code_files) | set(write_tokenizer_code(tokenizer, folder)))
+        else:
+            tokenizer.save_pretrained(folder)
 
     (folder / "README.md").write_text(model_card(model, tokenizer, heads, repo_id or folder.name, code_files),
                                       encoding="utf-8")
     check_remote_code(folder)
     return folder
+
+
+def write_model_code(model, folder: str | Path) -> list[str]:
+    """Make the saved model folder ``folder`` loadable with ``trust_remote_code=True``: ``config.json``'s
+    ``auto_map`` (every head of the family) and the flattened source files; returns the code file names.
+
+    ``save_pretrained`` of every flagai_hf model calls this (``hub_ready=True``, the default), and so does
+    `export_for_hub`. Raises ExportError for a model of no registered family or a class outside the package."""
+    folder = Path(folder)
+    config_class = type(model.config)
+    heads = registered_heads(model)
+    auto_map = model_auto_map(config_class)
+    names = write_flattened([config_class, type(model), *heads.values()], folder)
+    _update_json(folder / "config.json", auto_map=auto_map)
+    return names
+
+
+def write_tokenizer_code(tokenizer, folder: str | Path) -> list[str]:
+    """The tokenizer half of `write_model_code`: ``tokenizer_config.json``'s ``auto_map`` and the flattened source
+    files of the tokenizer class; returns the code file names (``save_pretrained`` of every flagai_hf tokenizer
+    calls this by default)."""
+    folder = Path(folder)
+    auto_map = tokenizer_auto_map(type(tokenizer))
+    names = write_flattened([type(tokenizer)], folder)
+    _update_json(folder / "tokenizer_config.json", auto_map=auto_map)
+    return names
 
 
 def _update_json(path: Path, **entries) -> None:

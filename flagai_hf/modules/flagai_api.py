@@ -6,6 +6,9 @@
 - ``FlagAIModelMixin.from_pretrain``: FlagAI's loader (``download_path/model_name``), implemented in
   ``flagai_hf.loading``; ``from_pretrained`` routes local folders in a foreign layout through it too.
 - ``FlagAITokenizerMixin.from_pretrain``: the same folder resolution (and download) for a tokenizer.
+- ``save_pretrained`` of every model and tokenizer writes a Hub-ready folder by default: ``auto_map`` entries and
+  the flattened source files (``flagai_hf.export.hub_folder``), so the folder loads with ``trust_remote_code=True``
+  where flagai_hf is not installed; ``save_pretrained(folder, hub_ready=False)`` writes transformers' files only.
 - ``FlagAIModelMixin.flagai_kwargs``: FlagAI's ``segment_ids`` name for ``token_type_ids``; other unknown forward
   kwargs are ignored with a warning, once per class and set of names.
 """
@@ -94,6 +97,14 @@ class FlagAIModelMixin:
                     return load_folder(cls, pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, hub_ready: bool = True, **kwargs):
+        """transformers' ``save_pretrained``; with ``hub_ready`` (the default) the folder also gets ``config.json``'s
+        ``auto_map`` for every head of the family and the model's source files (see the module docstring)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if hub_ready and _is_main_process(kwargs):
+            _write_remote_code("write_model_code", self, save_directory)
+        return result
+
     def post_init(self):
         super().post_init()
         if getattr(self.config, "checkpoint_activations", False) and self.supports_gradient_checkpointing:
@@ -113,7 +124,16 @@ class FlagAIModelMixin:
 
 
 class FlagAITokenizerMixin:
-    """Adds FlagAI's ``from_pretrain`` to a tokenizer: the model folder's tokenizer files, downloaded if needed."""
+    """Adds FlagAI's ``from_pretrain`` to a tokenizer: the model folder's tokenizer files, downloaded if needed, and
+    the Hub-ready ``save_pretrained``."""
+
+    def save_pretrained(self, save_directory, *args, hub_ready: bool = True, **kwargs):
+        """transformers' ``save_pretrained``; with ``hub_ready`` (the default) ``tokenizer_config.json`` also gets an
+        ``auto_map`` and the folder the tokenizer's source files (see the module docstring)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if hub_ready:
+            _write_remote_code("write_tokenizer_code", self, save_directory)
+        return result
 
     @classmethod
     def from_pretrain(cls, download_path: str | os.PathLike = "./checkpoints", model_name: str | None = None,
@@ -127,3 +147,20 @@ class FlagAITokenizerMixin:
                 "from_pretrain needs the flagai_hf package (pip install flagai_hf); use from_pretrained otherwise"
             ) from error
         return cls.from_pretrained(download_folder(download_path, model_name, kwargs), **kwargs)
+
+
+def _is_main_process(save_kwargs: dict) -> bool:
+    return save_kwargs.get("is_main_process", True)
+
+
+def _write_remote_code(writer: str, obj, save_directory) -> None:
+    """Run ``flagai_hf.export.hub_folder.<writer>(obj, save_directory)``; a class the exporter cannot ship (a
+    subclass defined outside flagai_hf, say) leaves a plain transformers folder, with a warning."""
+    try:
+        from flagai_hf.export import hub_folder
+    except ImportError:  # a remote-code copy of this file, run without the package: transformers' own files only
+        return
+    try:
+        getattr(hub_folder, writer)(obj, save_directory)
+    except hub_folder.ExportError as error:
+        logger.warning(f"{save_directory} was saved without remote code (it needs flagai_hf to load): {error}")

@@ -17,6 +17,8 @@ import os
 
 from transformers import GPT2Tokenizer
 
+from ...modules.flagai_api import FlagAITokenizerMixin
+
 
 def _read_vocab(vocab: str | os.PathLike | dict) -> dict[str, int]:
     if isinstance(vocab, dict):
@@ -38,7 +40,7 @@ def _read_merges(merges: str | os.PathLike | list) -> list[tuple[str, str]]:
     return [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in merges]
 
 
-class FlagAIGPT2Tokenizer(GPT2Tokenizer):
+class FlagAIGPT2Tokenizer(FlagAITokenizerMixin, GPT2Tokenizer):
     r"""
     GPT-2 byte-level BPE tokenizer (transformers' ``GPT2Tokenizer``) that loads its files by name.
 
