@@ -86,6 +86,10 @@ FAMILIES = {
             dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                  max_position_embeddings=16, pad_token_id=0, eos_token_id=1, sop_token_id=2,
                  mask_token_ids=[3, 4, 5])),
+    "gpt2": (flagai_hf.GPT2LMHeadModel, flagai_hf.FlagAIGPT2Config,
+             dict(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16)),
+    "t5": (flagai_hf.T5ForConditionalGeneration, flagai_hf.FlagAIT5Config,
+           dict(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)),
 }
 
 
