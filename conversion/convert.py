@@ -52,6 +52,13 @@ def to_native(source: Path, destination: Path, model_class_name: str | None, **c
     cls = model_class(model_class_name, source)
     model = cls.from_pretrain(source.parent, source.name, **config_overrides)
     model.save_pretrained(destination)
+    write_tokenizer(source, destination, cls)
+    _report(source, destination, model, "native")
+
+
+def write_tokenizer(source: Path, destination: Path, cls) -> None:
+    """The tokenizer of ``source`` in ``destination``: saved by the family's tokenizer class for the vocabulary
+    file ``source`` holds, else transformers' tokenizer files copied as they are."""
     family = FAMILIES[cls.config_class.model_type]
     tokenizer = next((tokenizer_class for vocabulary, tokenizer_class in family.tokenizers.items()
                       if (source / vocabulary).is_file()), None)
@@ -59,7 +66,6 @@ def to_native(source: Path, destination: Path, model_class_name: str | None, **c
         tokenizer.from_pretrained(source).save_pretrained(destination)
     else:
         _copy_present(source, destination, HF_TOKENIZER_FILES)
-    _report(source, destination, model, "native")
 
 
 def to_flagai(source: Path, destination: Path, model_class_name: str | None, **config_overrides) -> None:

@@ -35,6 +35,7 @@ from transformers import initialization as hf_init
 from transformers.utils import logging
 
 from .keymap import KeyMap
+from .shards import INDEX_NAME, read_sharded_safetensors
 
 logger = logging.get_logger(__name__)
 
@@ -115,15 +116,14 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
 
 
 def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) -> dict[str, torch.Tensor]:
-    """The folder's tensors: safetensors (single or sharded) by preference, else a pickle read safely, else what one
-    of the family's ``readers`` finds (called with ``folder`` and ``config``)."""
+    """The folder's tensors: safetensors (single or sharded, memory-mapped; a sharded folder's index is followed
+    exactly, see ``flagai_hf.shards``) by preference, else a pickle read safely, else what one of the family's
+    ``readers`` finds (called with ``folder`` and ``config``)."""
     single = folder / "model.safetensors"
     if single.is_file():
         return load_file(single)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {name: tensor for shard in shards for name, tensor in load_file(folder / shard).items()}
+    if (folder / INDEX_NAME).is_file():  # each tensor from the shard the index names, inside the folder
+        return read_sharded_safetensors(folder)
     pickled = folder / "pytorch_model.bin"
     if pickled.is_file():
         return read_pickled_weights(pickled)
@@ -142,14 +142,7 @@ def read_pickled_weights(path: Path) -> dict[str, torch.Tensor]:
     """A pickled state dict, read with ``torch.load(weights_only=True)`` (no code runs) and unwrapped from FlagAI's
     Trainer format ``{"module": state_dict, ...}``. Not memory-mapped: the model must not depend on a file that a
     later ``torch.save`` to the same path would truncate."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds objects other than tensors, which are not loaded (pickle files are read with "
-            f"torch.load(weights_only=True)); accepted: a dict of tensors, possibly wrapped as {{'module': ...}}. "
-            f"torch says: {str(error).splitlines()[0]}"
-        ) from error
+    payload = torch_load_weights(path, accepted="a dict of tensors, possibly wrapped as {'module': ...}")
     if not isinstance(payload, dict):
         raise ValueError(f"{path} holds a {type(payload).__name__}; expected a state dict (name -> tensor)")
     for wrapper in ("module", "state_dict", "model"):  # FlagAI's Trainer saves {"module": state_dict, ...}
@@ -160,6 +153,25 @@ def read_pickled_weights(path: Path) -> dict[str, torch.Tensor]:
     if not_tensors:
         raise ValueError(f"{path} is not a state dict of tensors: {', '.join(not_tensors)} are not tensors")
     return payload
+
+
+def torch_load_weights(path: Path, accepted: str, **options):
+    """``torch.load(path, weights_only=True, map_location="cpu", **options)``, with its failures as ``ValueError``s
+    naming the file: an empty file, a file that is not a torch checkpoint, and a pickle holding objects other than
+    tensors (refused by ``weights_only``; ``accepted`` says what is)."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): a truncated or unfinished copy? Expected {accepted}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **options)
+    except pickle.UnpicklingError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{path} holds objects other than tensors, which are not loaded (pickle files are read with "
+            f"torch.load(weights_only=True)), or is not a pickle at all; accepted: {accepted}. torch says: {message}"
+        ) from error
+    except (RuntimeError, EOFError) as error:  # a damaged zip archive, a truncated legacy pickle
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'truncated'}); expected {accepted}") from error
 
 
 @contextmanager

@@ -18,11 +18,16 @@ Replicated tensors must be equal on every rank, and every rank must hold the sam
 as is a name not listed above. Downstream THUDM models wrap the backbone as ``model.`` (kept; the key map strips it).
 """
 
+import ctypes
+import mmap
 import re
 import zipfile
 from pathlib import Path
 
 import torch
+
+from ...loading import torch_load_weights
+from ...shards import path_inside
 
 SHARD_NAME = re.compile(r"mp_rank_(\d+)_model_states\.pt")
 TRACKER_FILES = ("latest_checkpointed_iteration.txt", "latest")  # THUDM's, DeepSpeed's
@@ -50,6 +55,14 @@ def partition_of(name: str) -> str | None:
 
 def merge_megatron_shards(state_dicts: list[dict], num_attention_heads: int) -> dict:
     """Merge the ``module`` state dicts of ranks 0..N-1 (in rank order) into one mp = 1 state dict (THUDM names)."""
+    names = check_shard_names(state_dicts, num_attention_heads)
+    return {name: merge_tensor(name, [state_dict[name] for state_dict in state_dicts], num_attention_heads)
+            for name in names}
+
+
+def check_shard_names(state_dicts: list[dict], num_attention_heads: int) -> list[str]:
+    """The tensor names of the ranks' state dicts, checked: every rank holds the same names, all of them GLM's, and
+    the heads split evenly across the ranks."""
     if not state_dicts:
         raise ValueError("No model-parallel shards to merge")
     world_size = len(state_dicts)
@@ -64,23 +77,24 @@ def merge_megatron_shards(state_dicts: list[dict], num_attention_heads: int) -> 
     unknown = sorted(name for name in names if partition_of(name) is None)
     if unknown:
         raise ValueError(f"Megatron checkpoint has tensors with unknown names (not GLM's): {', '.join(unknown)}")
+    return names
 
-    merged = {}
-    for name in names:
-        tensors = [state_dict[name] for state_dict in state_dicts]
-        kind = partition_of(name)
-        if kind == REPLICATED:
-            differing = [rank for rank, tensor in enumerate(tensors[1:], start=1)
-                         if tensor.shape != tensors[0].shape or not torch.equal(tensor, tensors[0])]
-            if differing:
-                raise ValueError(f"{name} should be the same on every model-parallel rank, but ranks "
-                                 f"{', '.join(map(str, differing))} differ from rank 0")
-            merged[name] = tensors[0]
-        elif kind == QKV:
-            merged[name] = _merge_qkv(name, tensors, num_attention_heads)
-        else:
-            merged[name] = _concatenate(name, tensors, dim=0 if kind == ROWS else 1)
-    return merged
+
+def merge_tensor(name: str, tensors: list[torch.Tensor], num_attention_heads: int) -> torch.Tensor:
+    """One tensor of the mp = 1 model from its ranks' parts (in rank order). Meta tensors give the merged shape
+    (and the shape checks) without data; replicated values are then not compared."""
+    kind = partition_of(name)
+    if kind == REPLICATED:
+        differing = [rank for rank, tensor in enumerate(tensors[1:], start=1)
+                     if tensor.shape != tensors[0].shape
+                     or (tensor.device.type != "meta" and not torch.equal(tensor, tensors[0]))]
+        if differing:
+            raise ValueError(f"{name} should be the same on every model-parallel rank, but ranks "
+                             f"{', '.join(map(str, differing))} differ from rank 0")
+        return tensors[0]
+    if kind == QKV:
+        return _merge_qkv(name, tensors, num_attention_heads)
+    return _concatenate(name, tensors, dim=0 if kind == ROWS else 1)
 
 
 def _concatenate(name: str, tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
@@ -106,16 +120,18 @@ def find_megatron_shards(folder) -> list[Path]:
     """The ``mp_rank_XX_model_states.pt`` files of ``folder``, sorted by rank; ``[]`` when it has none.
 
     Looked for where THUDM's loader looks: in the tag folder that ``latest_checkpointed_iteration.txt`` (or
-    DeepSpeed's ``latest``) names, else in ``folder`` itself, else in ``folder/release``, else in the only
+    DeepSpeed's ``latest``) names (a folder inside ``folder``: a tag leading outside it is refused), else in
+    ``folder`` itself, else in ``folder/release``, else in the only
     iteration subfolder. Missing ranks (e.g. 00 and 02 without 01) are an error.
     """
     folder = Path(folder)
     tracker = next((folder / name for name in TRACKER_FILES if (folder / name).is_file()), None)
     if tracker is not None:
-        tag = tracker.read_text().strip()
-        shards = _shards_in(folder / tag)
+        tag = tracker.read_text(encoding="utf-8", errors="replace").strip()
+        tag_folder = path_inside(folder, tag, f"the checkpoint tag in {tracker}")
+        shards = _shards_in(tag_folder)
         if not shards:
-            raise FileNotFoundError(f"{tracker} names checkpoint {tag!r}, but {folder / tag} holds no "
+            raise FileNotFoundError(f"{tracker} names checkpoint {tag!r}, but {tag_folder} holds no "
                                     "mp_rank_XX_model_states.pt")
         return shards
     for candidate in (folder, folder / "release"):
@@ -169,14 +185,67 @@ def _numpy_globals() -> list:
 
 
 def load_megatron_shard(path: Path) -> dict[str, torch.Tensor]:
-    """The ``module`` state dict of one shard, read with ``torch.load(weights_only=True)``."""
+    """The ``module`` state dict of one shard, read with ``torch.load(weights_only=True)``, memory-mapped when the
+    file is a zip archive (torch >= 1.6): training checkpoints also hold optimizer states, which are then never read,
+    and ``MegatronShards`` reads a tensor's pages only when it merges it."""
     with torch.serialization.safe_globals(_numpy_globals()):
-        # mmap: training checkpoints also hold optimizer states, which are then never read into memory
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        checkpoint = torch_load_weights(path, accepted="a Megatron model state {'module': {name: tensor}, ...}",
+                                        mmap=zipfile.is_zipfile(path))
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("module"), dict):
         found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{path} is not a Megatron model state: no 'module' state dict (found {found})")
     return checkpoint["module"]
+
+
+class MegatronShards:
+    """The model-parallel shards of one Megatron checkpoint, memory-mapped, merged one tensor at a time.
+
+    ``plan()`` gives every merged tensor's shape and dtype (meta tensors; the shape checks run there, before any
+    data is read); ``merged(name)`` reads that tensor's parts from the shards, merges them, and hands the parts'
+    pages back to the kernel, so converting a checkpoint holds about one tensor of it in memory at a time (the
+    shards' mapped pages would otherwise stay resident, and counted in the process's memory, until it ends).
+    """
+
+    def __init__(self, folder, num_attention_heads: int):
+        self.paths = find_megatron_shards(folder)
+        if not self.paths:
+            raise FileNotFoundError(f"No Megatron shards mp_rank_XX_model_states.pt in {folder}")
+        self.num_attention_heads = num_attention_heads
+        self.mapped = [zipfile.is_zipfile(path) for path in self.paths]
+        self.state_dicts = [load_megatron_shard(path) for path in self.paths]
+        self.names = check_shard_names(self.state_dicts, num_attention_heads)
+
+    def plan(self) -> dict[str, torch.Tensor]:
+        return {name: merge_tensor(name, [sd[name].to("meta") for sd in self.state_dicts], self.num_attention_heads)
+                for name in self.names}
+
+    def merged(self, name: str) -> torch.Tensor:
+        parts = [state_dict[name] for state_dict in self.state_dicts]
+        tensor = merge_tensor(name, parts, self.num_attention_heads)
+        if partition_of(name) == REPLICATED:
+            tensor = tensor.clone()  # rank 0's part itself: a copy, not the mapping whose pages are handed back
+        for part, mapped in zip(parts, self.mapped):
+            if mapped:
+                _release_mapped_pages(part)
+        return tensor
+
+
+def _release_mapped_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a tensor that ``torch.load(mmap=True)`` mapped from its file (a private,
+    never-written mapping: reading them again later re-reads the file, so values are unchanged)."""
+    madvise = getattr(_LIBC, "madvise", None)
+    if madvise is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # not Linux / no libc: the pages stay until the shards are closed
+    storage = tensor.untyped_storage()
+    start = storage.data_ptr() // mmap.PAGESIZE * mmap.PAGESIZE
+    end = storage.data_ptr() + storage.nbytes()
+    madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+
+
+try:
+    _LIBC = ctypes.CDLL(None)
+except OSError:
+    _LIBC = None
 
 
 def read_megatron_folder(folder: Path, config) -> dict[str, torch.Tensor] | None:
@@ -190,19 +259,25 @@ def read_megatron_folder(folder: Path, config) -> dict[str, torch.Tensor] | None
     length (and different on every load), so that choice is left to whoever fine-tunes (load with the trained length,
     then resize).
     """
-    shards = find_megatron_shards(folder)
-    if not shards:
+    if not find_megatron_shards(folder):
         return None
-    state_dict = merge_megatron_shards([load_megatron_shard(path) for path in shards], config.num_attention_heads)
+    shards = MegatronShards(folder, config.num_attention_heads)
+    check_position_tables(shards.plan(), config, shards.paths[0].parent)
+    return {name: shards.merged(name) for name in shards.names}
+
+
+def check_position_tables(tensors: dict[str, torch.Tensor], config, where) -> None:
+    """Refuse position tables (merged tensors, or meta tensors of their shapes) with another row count than
+    ``config`` needs, naming the ``max_sequence_length`` the checkpoint was trained with (see
+    ``read_megatron_folder``)."""
     extra = 1 if config.block_position_encoding else 0
     expected = config.max_position_embeddings + extra
-    for name, tensor in state_dict.items():
+    for name, tensor in tensors.items():
         if name.endswith("position_embeddings.weight") and tensor.shape[0] != expected:
             raise ValueError(
-                f"{shards[0].parent}: {name} has {tensor.shape[0]} rows, but max_sequence_length="
+                f"{where}: {name} has {tensor.shape[0]} rows, but max_sequence_length="
                 f"{config.max_position_embeddings} needs {expected}. The checkpoint was trained with "
                 f"max_sequence_length={tensor.shape[0] - extra}: set that in config.json or pass it "
                 f"(from_pretrain(..., max_sequence_length={tensor.shape[0] - extra})). Padding the table with "
                 "random rows, as THUDM's fine-tuning loader does, is not done: they would be untrained."
             )
-    return state_dict

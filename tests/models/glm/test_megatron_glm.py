@@ -178,8 +178,10 @@ def test_cli_writes_a_native_folder(tmp_path, model):
     result = run_cli(bare, tmp_path / "native2")
     assert result.returncode != 0 and "--config" in result.stderr
     (tmp_path / "glm.json").write_text(json.dumps(FLAGAI_CONFIG))
-    result = run_cli(bare, tmp_path / "native2", "--config", tmp_path / "glm.json", "--model-class", "GLMModel")
+    result = run_cli(bare, tmp_path / "native2", "--config", tmp_path / "glm.json", "--model-class", "GLMModel",
+                     "--max-shard-size", "20KB")
     assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "native2").glob("model-*.safetensors"))) > 1  # streamed into several shards
     backbone = GLMForConditionalGeneration.from_pretrained(tmp_path / "native2").eval()
     torch.testing.assert_close(logits(backbone, ids), logits(model, ids), rtol=0, atol=0)
     assert not any(p.is_symlink() for p in (tmp_path / "native2").iterdir())

@@ -1,0 +1,112 @@
+"""Sharded safetensors folders in transformers' layout: ``model-0000i-of-0000n.safetensors`` files and a
+``model.safetensors.index.json`` whose ``weight_map`` says which file holds each tensor.
+
+- ``read_sharded_safetensors(folder)``: the folder's tensors, memory-mapped (nothing is read until a tensor is used),
+  following ``weight_map`` exactly. The index is untrusted input: an entry that points outside the folder (``../x``,
+  an absolute path, a symlink out), a tensor the index maps to a shard that lacks it, or a tensor found in a shard
+  the index does not name for it is an error naming the entry.
+- ``write_sharded_safetensors(folder, tensors, produce)``: write a folder shard by shard from a plan (a state dict
+  of meta tensors: names, shapes, dtypes) and a function that produces one real tensor at a time, so that at most
+  one shard's tensors are in memory (used by the Megatron converter and the GLM-10b benchmark writers). The shard
+  plan and file names are huggingface_hub's (``split_torch_state_dict_into_shards``), as in ``save_pretrained``.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def path_inside(folder: Path, name, what: str) -> Path:
+    """``folder / name`` when ``name`` (read from a file inside ``folder``; ``what`` says which entry) is a relative
+    path that stays inside ``folder`` after following symlinks; ``ValueError`` naming the entry otherwise."""
+    from .download.names import UnsafeFileName, check_file_name
+
+    try:
+        check_file_name(name, what, max_depth=8)
+    except UnsafeFileName as error:
+        raise ValueError(str(error)) from None
+    path = folder / name
+    root = folder.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ValueError(f"Refusing {what}: {name!r} leads to {path.resolve()}, outside {root} (a symlink out of "
+                         "the folder); paths named inside a model folder must stay inside it")
+    return path
+
+
+def read_index(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a ``model.safetensors.index.json`` (tensor name -> shard file name), checked for form:
+    a JSON object with a ``weight_map`` object of strings, no tensor listed twice."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ValueError(f"{index} lists {', '.join(map(repr, twice))} more than once")
+        return dict(pairs)
+
+    try:
+        payload = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{index} is not valid JSON: {error}") from error
+    weight_map = payload.get("weight_map") if isinstance(payload, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index} has no weight_map: expected {{\"weight_map\": {{tensor name: shard file}}}}")
+    not_names = sorted(f"{key!r}: {value!r}" for key, value in weight_map.items() if not isinstance(value, str))
+    if not_names:
+        raise ValueError(f"{index} weight_map entries must name shard files (strings): {', '.join(not_names)}")
+    return weight_map
+
+
+def read_sharded_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded safetensors folder, memory-mapped, each from the shard the index names for it."""
+    index = folder / INDEX_NAME
+    weight_map = read_index(index)
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
+    tensors = {}
+    for shard, names in by_shard.items():
+        path = path_inside(folder, shard, f"{index} weight_map entry {names[0]!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{index} maps {names[0]!r} to {shard}, which is not in {folder}")
+        with safe_open(path, framework="pt") as handle:
+            present = set(handle.keys())
+            lacking = [name for name in names if name not in present]
+            if lacking:
+                raise ValueError(f"{index} maps {', '.join(lacking)} to {shard}, which does not hold them")
+            elsewhere = sorted(present - set(names))
+            if elsewhere:
+                mapped = ", ".join(f"{name} (mapped to {weight_map.get(name, 'no shard')})" for name in elsewhere)
+                raise ValueError(f"{path} holds tensors that {index} does not map to it: {mapped}")
+            for name in names:
+                tensors[name] = handle.get_tensor(name)
+    return tensors
+
+
+def write_sharded_safetensors(folder: Path, plan: dict[str, torch.Tensor], produce: Callable[[str], torch.Tensor],
+                              max_shard_size: int | str = "2GB") -> dict:
+    """Write the tensors of ``plan`` (name -> a tensor, typically on the meta device, giving shape and dtype) to
+    ``folder`` as sharded safetensors plus the index, asking ``produce(name)`` for each real tensor, one shard at a
+    time; returns the index. A single shard is written as ``model.safetensors`` (no index), as transformers does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    split = split_torch_state_dict_into_shards(plan, max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        shard = {}
+        for name in names:
+            tensor = produce(name)
+            if tensor.shape != plan[name].shape or tensor.dtype != plan[name].dtype:
+                raise ValueError(f"{name}: produced {tuple(tensor.shape)} {tensor.dtype}, planned "
+                                 f"{tuple(plan[name].shape)} {plan[name].dtype}")
+            shard[name] = tensor.contiguous()
+        save_file(shard, folder / filename, metadata={"format": "pt"})
+        del shard
+    index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
+    if split.is_sharded:
+        (folder / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index
