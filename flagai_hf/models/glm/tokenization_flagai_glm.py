@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 
 import sentencepiece as spm
 import torch
+from tokenizers import processors
 from transformers.tokenization_utils_base import AddedToken, BatchEncoding
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils import logging
@@ -478,6 +479,11 @@ class GLMEnglishTokenizer(GLMTokenizerMixin, FlagAIBertTokenizer):
         missing = [token for token in ENGLISH_GLM_TOKENS if token not in vocab_now]
         if missing:
             self.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+        # Pairs are [CLS] a [SEP] b [SEP] with type ids 0 throughout: GLM has no token-type embeddings.
+        cls, sep = str(self.cls_token), str(self.sep_token)
+        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:0 {sep}:0",
+            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)])
         ids = [self.convert_tokens_to_ids(token) for token in ENGLISH_GLM_TOKENS]
         if ids != list(range(ids[0], ids[0] + len(ids))):
             logger.warning(f"GLM's tokens {ENGLISH_GLM_TOKENS} have ids {ids}, not consecutive as in the released "

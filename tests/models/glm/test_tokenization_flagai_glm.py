@@ -426,3 +426,13 @@ def test_collator_with_seq2seq_trainer(zh, tmp_path):
     trainer = Seq2SeqTrainer(model=model, args=args, data_collator=collator, train_dataset=PAIRS)
     with pytest.raises(KeyError, match="remove_unused_columns=False"):
         next(iter(trainer.get_train_dataloader()))
+
+
+def test_english_pairs_have_type_ids_zero(en):
+    pair = en("hello world", "good day", return_token_type_ids=True)
+    assert pair["input_ids"] == [101, 7592, 2088, 102, 2204, 2154, 102]
+    assert pair["token_type_ids"] == [0] * 7
+    assert en.num_special_tokens_to_add(pair=True) == 3
+    assert en("hello world " * 5, "good day " * 5, truncation="only_second", max_length=16)["input_ids"] == \
+        [101] + [7592, 2088] * 5 + [102, 2204, 2154, 2204, 102]
+    assert len(en("hello world " * 5, "good day " * 5, truncation="longest_first", max_length=12)["input_ids"]) == 12
