@@ -9,7 +9,7 @@
   Ordinary text gets exactly ``SentencePieceProcessor.encode(text)``; command tokens written in the text
   (``"清华大学位于[MASK]。"``) become their ids and split the text around them. Unlike the Hub tokenizer, no ``[UNK]``
   is appended at 50010 (``len(tokenizer) == 50010``; unknown text is sentencepiece's ``<unk>`` 0), and ``[gMASK]`` is
-  never the eop id (FlagAI's ``fix_command_token=False`` layout). A single text is ``[CLS] ids <|endoftext|>``.
+  never the eop id (FlagAI's ``fix_command_token=False`` layout). A single text is ``[CLS] ids <|endoftext|>``, a pair ``[CLS] a [SEP] b <|endoftext|>`` (type ids 0).
 * `GLMEnglishTokenizer` — bert-base-uncased WordPiece (GLM-large-en, glm-515m) plus ``<|startofpiece|>`` 30522,
   ``<|endofpiece|>`` 30523, ``[gMASK]`` 30524, ``[sMASK]`` 30525; pad = eos = ``[PAD]`` 0, ``[CLS]`` 101, ``[SEP]``
   102, ``[MASK]`` 103. A single text is ``[CLS] ids [SEP]`` (as the Hub's ``GLMBertTokenizer``). It is a fast
@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 
 import sentencepiece as spm
 import torch
+from tokenizers import processors
 from transformers.tokenization_utils_base import AddedToken, BatchEncoding
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils import logging
@@ -426,29 +427,28 @@ class GLMChineseTokenizer(FlagAITokenizerMixin, GLMTokenizerMixin, SentencePiece
 
     def build_inputs_with_special_tokens(self, token_ids_0: list[int],
                                          token_ids_1: list[int] | None = None) -> list[int]:
-        """``[CLS] ids <|endoftext|>``; pairs are not supported (GLM was trained on single texts)."""
+        """``[CLS] a <|endoftext|>``; a pair is ``[CLS] a [SEP] b <|endoftext|>`` (THUDM's ``build_input_from_ids``
+        with ``add_sep``). Type ids are all 0: GLM has no token-type embeddings."""
+        out = [self.cls_token_id] + list(token_ids_0)
         if token_ids_1 is not None:
-            raise ValueError(f"{type(self).__name__} encodes single texts only ([CLS] text <|endoftext|>); "
-                             "join a pair into one text")
-        return [self.cls_token_id] + list(token_ids_0) + [self.eos_token_id]
+            out += [self.sep_token_id] + list(token_ids_1)
+        return out + [self.eos_token_id]
 
     def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
                                 already_has_special_tokens: bool = False) -> list[int]:
         if already_has_special_tokens:
             special = set(self.all_special_ids)
             return [1 if i in special else 0 for i in token_ids_0]
-        if token_ids_1 is not None:
-            raise ValueError(f"{type(self).__name__} encodes single texts only")
-        return [1] + [0] * len(token_ids_0) + [1]
+        if token_ids_1 is None:
+            return [1] + [0] * len(token_ids_0) + [1]
+        return [1] + [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
 
     def create_token_type_ids_from_sequences(self, token_ids_0: list[int],
                                              token_ids_1: list[int] | None = None) -> list[int]:
         return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
-        if pair:
-            raise ValueError(f"{type(self).__name__} encodes single texts only")
-        return 2
+        return 3 if pair else 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -479,6 +479,11 @@ class GLMEnglishTokenizer(GLMTokenizerMixin, FlagAIBertTokenizer):
         missing = [token for token in ENGLISH_GLM_TOKENS if token not in vocab_now]
         if missing:
             self.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+        # Pairs are [CLS] a [SEP] b [SEP] with type ids 0 throughout: GLM has no token-type embeddings.
+        cls, sep = str(self.cls_token), str(self.sep_token)
+        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:0 {sep}:0",
+            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)])
         ids = [self.convert_tokens_to_ids(token) for token in ENGLISH_GLM_TOKENS]
         if ids != list(range(ids[0], ids[0] + len(ids))):
             logger.warning(f"GLM's tokens {ENGLISH_GLM_TOKENS} have ids {ids}, not consecutive as in the released "

@@ -105,8 +105,19 @@ def test_chinese_special_tokens_decode_truncate_and_pairs(zh, sp):
     assert zh(text, return_special_tokens_mask=True)["special_tokens_mask"] == [1, 0, 0, 0, 0, 0, 1]
     # Left truncation (Hub default) keeps the end of the text and the special tokens.
     assert zh(text, truncation=True, max_length=5)["input_ids"] == [50002, 2831, 5958, 43361, 50000]
-    with pytest.raises(ValueError, match="single texts"):
-        zh(text, "第二句")
+    # Pairs: [CLS] a [SEP] b <|endoftext|>, type ids 0 (GLM has no token-type embeddings).
+    second = zh("第二句", add_special_tokens=False)["input_ids"]
+    pair = zh(text, "第二句", return_token_type_ids=True, return_special_tokens_mask=True)
+    assert pair["input_ids"] == [50002] + ids[1:-1] + [50001] + second + [50000]
+    assert pair["token_type_ids"] == [0] * len(pair["input_ids"])
+    assert pair["special_tokens_mask"] == [1] + [0] * 5 + [1] + [0] * len(second) + [1]
+    assert zh.num_special_tokens_to_add(pair=True) == 3 and zh.num_special_tokens_to_add() == 2
+    for strategy in ("longest_first", "only_first", "only_second"):
+        got = zh(text, text, truncation=strategy, max_length=10)["input_ids"]
+        assert len(got) == 10 and got[0] == 50002 and got[-1] == 50000 and got.count(50001) == 1
+    # only_second keeps the first text whole and cuts the second from the left (the Hub's truncation side).
+    assert zh(text, text, truncation="only_second", max_length=10)["input_ids"] == \
+        [50002] + ids[1:-1] + [50001] + ids[-3:-1] + [50000]
 
 
 def test_chinese_save_load_round_trip(zh, tmp_path):
@@ -415,3 +426,13 @@ def test_collator_with_seq2seq_trainer(zh, tmp_path):
     trainer = Seq2SeqTrainer(model=model, args=args, data_collator=collator, train_dataset=PAIRS)
     with pytest.raises(KeyError, match="remove_unused_columns=False"):
         next(iter(trainer.get_train_dataloader()))
+
+
+def test_english_pairs_have_type_ids_zero(en):
+    pair = en("hello world", "good day", return_token_type_ids=True)
+    assert pair["input_ids"] == [101, 7592, 2088, 102, 2204, 2154, 102]
+    assert pair["token_type_ids"] == [0] * 7
+    assert en.num_special_tokens_to_add(pair=True) == 3
+    assert en("hello world " * 5, "good day " * 5, truncation="only_second", max_length=16)["input_ids"] == \
+        [101] + [7592, 2088] * 5 + [102, 2204, 2154, 2204, 102]
+    assert len(en("hello world " * 5, "good day " * 5, truncation="longest_first", max_length=12)["input_ids"]) == 12
