@@ -117,7 +117,8 @@ def test_missing_file_is_named_with_its_source(hub, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/etc/passwd", "sub\\file.txt", "a/b/deep.txt", "", "sub/../x",
-                                  "C:evil.txt"])
+                                  "C:evil.txt", ".flagai_hf.lock", ".flagai_hf_complete.json",
+                                  ".flagai_hf_download.json", "model.safetensors.flagai_hf.part", "sub/.FLAGAI_HF.lock"])
 def test_hostile_file_names_are_refused(hub, tmp_path, name):
     hub.listing_extra[MODEL] = [name]
     with pytest.raises(ModelNotFoundError) as error:
@@ -147,3 +148,24 @@ def test_tokenizer_from_pretrain_downloads_the_folder_once(hub, source, tmp_path
     model = load(hub, tmp_path)  # the model finds the folder the tokenizer completed: no second download
     assert (logits_of(model) - source[2]).abs().max().item() == 0.0
     assert set(hub.gets.values()) == {1}
+
+
+def test_a_listed_lock_name_never_replaces_the_held_lock(hub, tmp_path):
+    """A server listing the downloader's own lock file (or a marker) is refused before any byte is fetched: the lock
+    stays the empty file that the lock library holds, and nothing loadable is left."""
+    hub.models[MODEL] = {**hub.models[MODEL], ".flagai_hf.lock": b"server bytes"}
+    with pytest.raises(ModelNotFoundError, match=r"Refusing file name '.flagai_hf.lock' from BAAI ModelHub .*"
+                                                 r"downloader's own file names"):
+        load(hub, tmp_path)
+    folder = tmp_path / MODEL
+    assert (folder / ".flagai_hf.lock").read_bytes() == b""
+    assert not hub.gets and not markers.inspect(folder).state.loadable
+
+
+@pytest.mark.parametrize("size", [-5, "-5", 12.5, True, "12 bytes"])
+def test_a_negative_or_non_integer_size_is_refused(hub, tmp_path, size):
+    hub.wrong_size[(MODEL, "config.json")] = size
+    with pytest.raises(ModelNotFoundError, match=rf"downloadCode for 'config.json' gave size {size!r}: a size is a "
+                                                 rf"non-negative integer"):
+        load(hub, tmp_path)
+    assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
