@@ -38,6 +38,11 @@ class IntegrityError(FetchError):
     """The downloaded bytes do not match the advertised size or digest."""
 
 
+class DiskError(FetchError):
+    """The local disk refused the bytes (no space left, read-only file system, quota, ...): the disk's fault, so
+    neither retried nor handed to the next source."""
+
+
 class _Retryable(Exception):
     """A transient failure worth another request."""
 
@@ -183,16 +188,18 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
             if bar is not None and start == 0 and have:
                 bar.reset(total=remote.size)
             received = 0
-            with open(part, mode) as handle:
+            with _open_part(part, mode, remote) as handle:
                 try:
                     while True:
                         block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
                         if not block:
                             break
-                        handle.write(block)
+                        _write(handle, block, part, remote)
                         received += len(block)
                         if bar is not None:
                             bar.update(len(block))
+                except DiskError:
+                    raise
                 except (socket.timeout, TimeoutError) as error:
                     raise _Retryable(f"no data for {options.read_timeout}s (read timeout)") from error
                 except (http.client.IncompleteRead, ConnectionError, OSError) as error:
@@ -206,6 +213,27 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
         finally:
             connection.close()
     raise FetchError(f"{remote.name}: too many redirects from {_redact(remote.url)}")
+
+
+def _disk_error(error: OSError, part: Path, remote: RemoteFile) -> DiskError:
+    return DiskError(error.errno, f"Cannot write {remote.name} to {part}: {error.strerror or error}. This is the local "
+                                  f"disk's fault (free space, or pass another download_path), not the server's: "
+                                  f"not retried")
+
+
+def _open_part(part: Path, mode: str, remote: RemoteFile):
+    try:
+        return open(part, mode)
+    except OSError as error:
+        raise _disk_error(error, part, remote) from error
+
+
+def _write(handle, block: bytes, part: Path, remote: RemoteFile) -> None:
+    try:
+        handle.write(block)
+        handle.flush()
+    except OSError as error:
+        raise _disk_error(error, part, remote) from error
 
 
 def _open(url: str, headers: dict, options: FetchOptions):

@@ -1,5 +1,8 @@
 """from_pretrain through the BAAI ModelHub protocol (a local fake hub), with faults injected in the file server."""
 
+import errno
+import os
+
 import pytest
 from download_servers import FakeModelHub, closed_port, folder_files, logits_of, tiny_bert_folder
 
@@ -169,3 +172,51 @@ def test_a_negative_or_non_integer_size_is_refused(hub, tmp_path, size):
                                                  rf"non-negative integer"):
         load(hub, tmp_path)
     assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
+
+
+class _FullDisk:
+    """A part file whose disk fills up after ``room`` bytes (``os.write``-level ENOSPC, as a full disk raises it)."""
+
+    def __init__(self, path, mode, room):
+        self.handle, self.room = open(path, mode), room
+
+    def write(self, block):
+        if self.handle.tell() + len(block) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.handle.write(block)
+
+    def flush(self):
+        self.handle.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_full_disk_is_the_disks_fault_and_not_retried(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import DiskError, fetch
+
+    monkeypatch.setattr(fetch, "open", lambda path, mode: open(path, mode) if "r" in mode else _FullDisk(path, mode, 4096),
+                        raising=False)
+    with pytest.raises(DiskError, match=r"Cannot write model.safetensors to .*model.safetensors.flagai_hf.part: No "
+                                        r"space left on device. This is the local disk's fault") as error:
+        load(hub, tmp_path, sources="local,modelhub,s3", s3_bucket="never-asked")
+    assert error.value.errno == errno.ENOSPC
+    assert hub.gets[(MODEL, "model.safetensors")] == 1  # not retried as a dropped connection
+    assert not markers.inspect(tmp_path / MODEL).state.loadable
+
+
+def test_a_read_only_disk_is_named(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import DiskError, fetch
+
+    def read_only(path, mode):
+        if "r" in mode:
+            return open(path, mode)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(fetch, "open", read_only, raising=False)
+    with pytest.raises(DiskError, match=r"Cannot write config.json to .*: Read-only file system") as error:
+        load(hub, tmp_path)
+    assert error.value.errno == errno.EROFS and sum(hub.gets.values()) == 1
