@@ -24,6 +24,7 @@ logger = logging.get_logger(__name__)
 PART_SUFFIX = ".flagai_hf.part"
 CHUNK = 1 << 20  # 1 MiB
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+MAX_API_RESPONSE = 8 << 20  # bytes of one API answer (ModelHub file lists, download codes) read at most
 
 
 class FetchError(OSError):
@@ -308,12 +309,15 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
                 connection.sock.settimeout(options.read_timeout)
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read()
+                data = response.read(MAX_API_RESPONSE + 1)
             except (socket.timeout, TimeoutError):
                 error = f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)"
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 error = f"cannot reach {parts.netloc} ({exc})"
             else:
+                if len(data) > MAX_API_RESPONSE:
+                    raise FetchError(f"{source}: the answer to {method} {_redact(url)} is larger than "
+                                     f"{MAX_API_RESPONSE} bytes (the most an API answer may be): refused")
                 if response.status in (404, 410):
                     raise MissingRemoteFile(f"{source}: HTTP {response.status} for {method} {_redact(url)}")
                 if response.status < 400:

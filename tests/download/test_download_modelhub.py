@@ -220,3 +220,14 @@ def test_a_read_only_disk_is_named(hub, tmp_path, monkeypatch):
     with pytest.raises(DiskError, match=r"Cannot write config.json to .*: Read-only file system") as error:
         load(hub, tmp_path)
     assert error.value.errno == errno.EROFS and sum(hub.gets.values()) == 1
+
+
+def test_an_oversized_api_answer_is_refused_unread(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import fetch
+
+    monkeypatch.setattr(fetch, "MAX_API_RESPONSE", 4096)
+    hub.listing_extra[MODEL] = [f"file{i}.txt" for i in range(2000)]  # a ~26 kB file list
+    with pytest.raises(ModelNotFoundError, match=r"modelhub: FetchError: BAAI ModelHub .*: the answer to GET "
+                                                 r".*searchModelFileByName\?\.\.\. is larger than 4096 bytes"):
+        load(hub, tmp_path)
+    assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
