@@ -8,11 +8,11 @@
 - ``names``: FlagAI's model names and the checks on server-given file names.
 """
 
-from .fetch import FetchError, IntegrityError, MissingRemoteFile
+from .fetch import DiskError, FetchError, IntegrityError, MissingRemoteFile
 from .names import HUB_REPOS, KNOWN_NAMES, UnsafeFileName, check_file_name
 from .sources import SETTING_NAMES, DownloadSettings, ModelNotFoundError, resolve
 
 __all__ = [
-    "DownloadSettings", "FetchError", "HUB_REPOS", "IntegrityError", "KNOWN_NAMES", "MissingRemoteFile",
+    "DiskError", "DownloadSettings", "FetchError", "HUB_REPOS", "IntegrityError", "KNOWN_NAMES", "MissingRemoteFile",
     "ModelNotFoundError", "SETTING_NAMES", "UnsafeFileName", "check_file_name", "resolve",
 ]

@@ -24,6 +24,7 @@ logger = logging.get_logger(__name__)
 PART_SUFFIX = ".flagai_hf.part"
 CHUNK = 1 << 20  # 1 MiB
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+MAX_API_RESPONSE = 8 << 20  # bytes of one API answer (ModelHub file lists, download codes) read at most
 
 
 class FetchError(OSError):
@@ -36,6 +37,11 @@ class MissingRemoteFile(FetchError):
 
 class IntegrityError(FetchError):
     """The downloaded bytes do not match the advertised size or digest."""
+
+
+class DiskError(FetchError):
+    """The local disk refused the bytes (no space left, read-only file system, quota, ...): the disk's fault, so
+    neither retried nor handed to the next source."""
 
 
 class _Retryable(Exception):
@@ -183,16 +189,18 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
             if bar is not None and start == 0 and have:
                 bar.reset(total=remote.size)
             received = 0
-            with open(part, mode) as handle:
+            with _open_part(part, mode, remote) as handle:
                 try:
                     while True:
                         block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
                         if not block:
                             break
-                        handle.write(block)
+                        _write(handle, block, part, remote)
                         received += len(block)
                         if bar is not None:
                             bar.update(len(block))
+                except DiskError:
+                    raise
                 except (socket.timeout, TimeoutError) as error:
                     raise _Retryable(f"no data for {options.read_timeout}s (read timeout)") from error
                 except (http.client.IncompleteRead, ConnectionError, OSError) as error:
@@ -206,6 +214,27 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
         finally:
             connection.close()
     raise FetchError(f"{remote.name}: too many redirects from {_redact(remote.url)}")
+
+
+def _disk_error(error: OSError, part: Path, remote: RemoteFile) -> DiskError:
+    return DiskError(error.errno, f"Cannot write {remote.name} to {part}: {error.strerror or error}. This is the local "
+                                  f"disk's fault (free space, or pass another download_path), not the server's: "
+                                  f"not retried")
+
+
+def _open_part(part: Path, mode: str, remote: RemoteFile):
+    try:
+        return open(part, mode)
+    except OSError as error:
+        raise _disk_error(error, part, remote) from error
+
+
+def _write(handle, block: bytes, part: Path, remote: RemoteFile) -> None:
+    try:
+        handle.write(block)
+        handle.flush()
+    except OSError as error:
+        raise _disk_error(error, part, remote) from error
 
 
 def _open(url: str, headers: dict, options: FetchOptions):
@@ -280,12 +309,15 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
                 connection.sock.settimeout(options.read_timeout)
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read()
+                data = response.read(MAX_API_RESPONSE + 1)
             except (socket.timeout, TimeoutError):
                 error = f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)"
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 error = f"cannot reach {parts.netloc} ({exc})"
             else:
+                if len(data) > MAX_API_RESPONSE:
+                    raise FetchError(f"{source}: the answer to {method} {_redact(url)} is larger than "
+                                     f"{MAX_API_RESPONSE} bytes (the most an API answer may be): refused")
                 if response.status in (404, 410):
                     raise MissingRemoteFile(f"{source}: HTTP {response.status} for {method} {_redact(url)}")
                 if response.status < 400:

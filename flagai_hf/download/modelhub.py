@@ -70,10 +70,15 @@ class ModelHubSource:
         if not url:
             raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave no url (answer code "
                                     f"{answer.get('code')!r})")
-        try:
-            size = int(size) if size not in (None, "") else None
-        except (TypeError, ValueError):
-            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave size {size!r}") from None
+        if size in (None, ""):
+            size = None
+        elif isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            pass
+        elif isinstance(size, str) and size.strip().isdigit():
+            size = int(size)
+        else:
+            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave size {size!r}: a size is a "
+                                    f"non-negative integer")
         return RemoteFile(name=name, url=url, size=size, sha256=answer.get("sha256") or None)
 
     def _get(self, endpoint: str, model_name: str) -> str:

@@ -30,6 +30,9 @@ KNOWN_NAMES: tuple[str, ...] = (*HUB_REPOS, *MODELHUB_ONLY)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The downloader's own files in a model folder (the lock, the in-progress / complete markers and their temporaries,
+# ``*.flagai_hf.part``) all carry this: a server-given name holding it could replace the held lock or fake a marker.
+RESERVED = ".flagai_hf"
 
 
 def hub_repo_id(model_name: str) -> str | None:
@@ -55,7 +58,8 @@ def check_file_name(name, source: str, max_depth: int = 1) -> str:
     """``name`` if it is a safe relative path (at most ``max_depth`` folder levels), else ``UnsafeFileName``.
 
     Refused: empty names, absolute paths, ``..`` or ``.`` parts, backslashes, control characters, drive letters,
-    and names with more than ``max_depth`` folders.
+    names with more than ``max_depth`` folders, and the downloader's own file names (any part holding
+    ``.flagai_hf``, in any case: ``.flagai_hf.lock``, the markers, ``*.flagai_hf.part``).
     """
     problem = None
     if not isinstance(name, str) or not name.strip():
@@ -70,6 +74,8 @@ def check_file_name(name, source: str, max_depth: int = 1) -> str:
         parts = name.split("/")
         if any(part in ("", ".", "..") for part in parts):
             problem = "has an empty, '.' or '..' part"
+        elif any(RESERVED in part.lower() for part in parts):
+            problem = f"is one of the downloader's own file names (holds {RESERVED!r}: lock, markers, part files)"
         elif len(parts) - 1 > max_depth:
             problem = f"is nested {len(parts) - 1} folders deep (at most {max_depth} allowed)"
     if problem:

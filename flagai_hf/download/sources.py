@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from . import markers
-from .fetch import FetchOptions, RemoteFile, fetch, verify
+from .fetch import DiskError, FetchOptions, RemoteFile, fetch, verify
 from .locking import folder_lock
 from .names import KNOWN_NAMES, check_model_name, is_known
 
@@ -152,6 +152,8 @@ def resolve(download_path, model_name: str, settings: DownloadSettings | None = 
                 logger.info(f"from_pretrain: trying {label} for {model_name!r}")
                 markers.begin(folder, name, model_name)
                 files = source.download(model_name, folder)
+            except DiskError:  # the disk's fault: another source would fail the same way
+                raise
             except Exception as error:  # noqa: BLE001 -- every failure is reported, then the next source is tried
                 reason = f"{type(error).__name__}: {error}" if not isinstance(error, SourceUnavailable) else str(error)
                 logger.warning(f"from_pretrain: {name} failed for {model_name!r}: {reason}")

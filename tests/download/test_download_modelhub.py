@@ -1,5 +1,8 @@
 """from_pretrain through the BAAI ModelHub protocol (a local fake hub), with faults injected in the file server."""
 
+import errno
+import os
+
 import pytest
 from download_servers import FakeModelHub, closed_port, folder_files, logits_of, tiny_bert_folder
 
@@ -117,7 +120,8 @@ def test_missing_file_is_named_with_its_source(hub, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/etc/passwd", "sub\\file.txt", "a/b/deep.txt", "", "sub/../x",
-                                  "C:evil.txt"])
+                                  "C:evil.txt", ".flagai_hf.lock", ".flagai_hf_complete.json",
+                                  ".flagai_hf_download.json", "model.safetensors.flagai_hf.part", "sub/.FLAGAI_HF.lock"])
 def test_hostile_file_names_are_refused(hub, tmp_path, name):
     hub.listing_extra[MODEL] = [name]
     with pytest.raises(ModelNotFoundError) as error:
@@ -147,3 +151,83 @@ def test_tokenizer_from_pretrain_downloads_the_folder_once(hub, source, tmp_path
     model = load(hub, tmp_path)  # the model finds the folder the tokenizer completed: no second download
     assert (logits_of(model) - source[2]).abs().max().item() == 0.0
     assert set(hub.gets.values()) == {1}
+
+
+def test_a_listed_lock_name_never_replaces_the_held_lock(hub, tmp_path):
+    """A server listing the downloader's own lock file (or a marker) is refused before any byte is fetched: the lock
+    stays the empty file that the lock library holds, and nothing loadable is left."""
+    hub.models[MODEL] = {**hub.models[MODEL], ".flagai_hf.lock": b"server bytes"}
+    with pytest.raises(ModelNotFoundError, match=r"Refusing file name '.flagai_hf.lock' from BAAI ModelHub .*"
+                                                 r"downloader's own file names"):
+        load(hub, tmp_path)
+    folder = tmp_path / MODEL
+    assert (folder / ".flagai_hf.lock").read_bytes() == b""
+    assert not hub.gets and not markers.inspect(folder).state.loadable
+
+
+@pytest.mark.parametrize("size", [-5, "-5", 12.5, True, "12 bytes"])
+def test_a_negative_or_non_integer_size_is_refused(hub, tmp_path, size):
+    hub.wrong_size[(MODEL, "config.json")] = size
+    with pytest.raises(ModelNotFoundError, match=rf"downloadCode for 'config.json' gave size {size!r}: a size is a "
+                                                 rf"non-negative integer"):
+        load(hub, tmp_path)
+    assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
+
+
+class _FullDisk:
+    """A part file whose disk fills up after ``room`` bytes (``os.write``-level ENOSPC, as a full disk raises it)."""
+
+    def __init__(self, path, mode, room):
+        self.handle, self.room = open(path, mode), room
+
+    def write(self, block):
+        if self.handle.tell() + len(block) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.handle.write(block)
+
+    def flush(self):
+        self.handle.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_full_disk_is_the_disks_fault_and_not_retried(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import DiskError, fetch
+
+    monkeypatch.setattr(fetch, "open", lambda path, mode: open(path, mode) if "r" in mode else _FullDisk(path, mode, 4096),
+                        raising=False)
+    with pytest.raises(DiskError, match=r"Cannot write model.safetensors to .*model.safetensors.flagai_hf.part: No "
+                                        r"space left on device. This is the local disk's fault") as error:
+        load(hub, tmp_path, sources="local,modelhub,s3", s3_bucket="never-asked")
+    assert error.value.errno == errno.ENOSPC
+    assert hub.gets[(MODEL, "model.safetensors")] == 1  # not retried as a dropped connection
+    assert not markers.inspect(tmp_path / MODEL).state.loadable
+
+
+def test_a_read_only_disk_is_named(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import DiskError, fetch
+
+    def read_only(path, mode):
+        if "r" in mode:
+            return open(path, mode)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(fetch, "open", read_only, raising=False)
+    with pytest.raises(DiskError, match=r"Cannot write config.json to .*: Read-only file system") as error:
+        load(hub, tmp_path)
+    assert error.value.errno == errno.EROFS and sum(hub.gets.values()) == 1
+
+
+def test_an_oversized_api_answer_is_refused_unread(hub, tmp_path, monkeypatch):
+    from flagai_hf.download import fetch
+
+    monkeypatch.setattr(fetch, "MAX_API_RESPONSE", 4096)
+    hub.listing_extra[MODEL] = [f"file{i}.txt" for i in range(2000)]  # a ~26 kB file list
+    with pytest.raises(ModelNotFoundError, match=r"modelhub: FetchError: BAAI ModelHub .*: the answer to GET "
+                                                 r".*searchModelFileByName\?\.\.\. is larger than 4096 bytes"):
+        load(hub, tmp_path)
+    assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
