@@ -205,8 +205,7 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
         elif expected[key].shape != tensor.shape:
             mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[key].shape)}")
         else:
-            wanted = dtype if dtype is not None and tensor.is_floating_point() else expected[key].dtype
-            tensor = tensor.to(wanted)
+            tensor = _cast_checked(key, tensor, expected[key].dtype, dtype, folder)
             if tensor.data_ptr() in addresses:  # a pickle of a tied model: parameters must not alias unless tied
                 tensor = tensor.clone()
             addresses.add(tensor.data_ptr())
@@ -235,6 +234,23 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
         logger.warning(f"{type(model).__name__}: newly initialised (not in {folder}): {', '.join(missing)}")
     if unused:
         logger.info(f"{type(model).__name__}: unused checkpoint tensors in {folder}: {', '.join(sorted(unused))}")
+
+
+def _cast_checked(key: str, tensor: torch.Tensor, model_dtype: torch.dtype, dtype: torch.dtype | None,
+                  folder: Path) -> torch.Tensor:
+    """``tensor`` cast for parameter ``key``: to ``dtype`` (when given and the tensor is floating) else the model's
+    ``model_dtype``. Integer / bool tensors for a floating parameter, and casts whose result is not finite where the
+    source was (float64 beyond the fp16/bf16 range), are refused naming the tensor."""
+    if model_dtype.is_floating_point and not tensor.is_floating_point():
+        raise ValueError(f"Checkpoint tensor {key} in {folder} is {tensor.dtype}; the parameter is floating "
+                         f"({model_dtype}) and only floating tensors are loaded into it")
+    wanted = dtype if dtype is not None and tensor.is_floating_point() else model_dtype
+    cast = tensor.to(wanted)
+    if cast.dtype != tensor.dtype and cast.is_floating_point():
+        if bool((torch.isfinite(tensor) & ~torch.isfinite(cast)).any()):
+            raise ValueError(f"Checkpoint tensor {key} in {folder} overflows when cast from {tensor.dtype} to "
+                             f"{cast.dtype} (values beyond its range become inf); save it in a dtype that fits")
+    return cast
 
 
 def _initialise_missing(model: PreTrainedModel, missing: list[str]) -> None:
