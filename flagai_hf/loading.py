@@ -9,7 +9,9 @@ family registers a ``KeyMap`` that renames any of them to ours. Loading is stric
 - names no key map knows, tensors of the wrong shape, missing backbone weights, a missing weights file or a folder of
   another family are errors that name them (FlagAI silently kept random weights instead);
 - missing head weights (fine-tuning a pretrained backbone) are initialised and reported in a warning;
-- checkpoint tensors the chosen class has no use for (e.g. the MLM head when loading a classifier) are reported.
+- checkpoint tensors inside the backbone that the model has no place for (a config with fewer layers than the
+  checkpoint) are an error that lists them; head tensors the chosen class has no use for (e.g. the MLM head when
+  loading a classifier; the family's ``backbone_modules`` say what is not a head) are dropped with a warning.
 
 Loading costs about the read: the model is built with its parameters on the meta device (no memory, no random
 initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped); only what the checkpoint
@@ -213,8 +215,14 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
     if mismatched:
         raise ValueError(f"Checkpoint tensors in {folder} do not fit {type(model).__name__}: " + "; ".join(mismatched))
 
-    missing = sorted(set(expected) - set(loaded) - tied)
     backbone = tuple(start for module in family.backbone_modules for start in (f"{prefix}.{module}.", f"{module}."))
+    unused_backbone = sorted(name for name in unused if name.startswith(backbone))
+    if unused_backbone:  # e.g. a config asking for fewer layers than the checkpoint holds: a partial model
+        raise ValueError(
+            f"Checkpoint tensors in {folder} have no place in {type(model).__name__} as configured (a partial model "
+            f"would load; check the config's sizes against the checkpoint): {', '.join(unused_backbone)}"
+        )
+    missing = sorted(set(expected) - set(loaded) - tied)
     missing_backbone = [name for name in missing if name.startswith(backbone)]
     if missing_backbone:
         raise ValueError(
@@ -232,8 +240,9 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
                            "not initialised, not tied)")
     if missing:
         logger.warning(f"{type(model).__name__}: newly initialised (not in {folder}): {', '.join(missing)}")
-    if unused:
-        logger.info(f"{type(model).__name__}: unused checkpoint tensors in {folder}: {', '.join(sorted(unused))}")
+    if unused:  # only head tensors get here (a task checkpoint loaded into the base model or another head)
+        logger.warning(f"{type(model).__name__}: checkpoint head tensors in {folder} not used by this class "
+                       f"(dropped): {', '.join(sorted(unused))}")
 
 
 def _cast_checked(key: str, tensor: torch.Tensor, model_dtype: torch.dtype, dtype: torch.dtype | None,

@@ -102,3 +102,30 @@ def test_float64_within_range_loads(tmp_path):
     folder_with(tmp_path, state)
     model = flagai_hf.BertModel.from_pretrain(tmp_path, "model", dtype=torch.float16)
     assert model.embeddings.word_embeddings.weight.dtype == torch.float16
+
+
+def test_fewer_layers_than_the_checkpoint_is_refused_listing_the_unused_tensors(tmp_path):
+    torch.manual_seed(0)
+    state = flagai_hf.BertModel(flagai_hf.FlagAIBertConfig(**{**BERT, "num_hidden_layers": 2})).state_dict()
+    folder_with(tmp_path, state)  # config.json says 1 layer, the checkpoint holds 2
+    with pytest.raises(ValueError, match=r"have no place in BertModel as configured.*layers\.1\.attention"):
+        flagai_hf.BertModel.from_pretrain(tmp_path, "model")
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**BERT, "num_hidden_layers": 2}))
+    with pytest.raises(ValueError, match=r"have no place in BertModel.*layers\.1\."):  # a kwarg override too
+        flagai_hf.BertModel.from_pretrain(tmp_path, "model", num_hidden_layers=1)
+
+
+def test_a_task_head_loaded_into_the_base_model_is_dropped_with_a_warning(tmp_path, caplog):
+    torch.manual_seed(0)
+    config = flagai_hf.FlagAIBertConfig(**BERT, num_labels=3)
+    head_model = flagai_hf.BertForSequenceClassification(config)
+    head_model.save_pretrained(tmp_path / "model")
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_propagation()
+    try:
+        model = flagai_hf.BertModel.from_pretrain(tmp_path, "model")
+    finally:
+        hf_logging.disable_propagation()
+    assert "not used by this class (dropped)" in caplog.text
+    assert torch.equal(model.embeddings.word_embeddings.weight,
+                       head_model.bert.embeddings.word_embeddings.weight)
