@@ -28,14 +28,17 @@ class FlagAIConfigMixin:
     # Keys a config file must define (transformers' name, then the FlagAI names accepted for it).
     required_keys: dict[str, tuple[str, ...]] = {}
 
-    def check_sizes(self, sizes: dict[str, object], heads: tuple[str, str] | None = None) -> None:
+    def check_sizes(self, sizes: dict[str, object], heads: tuple[str, str] | None = None,
+                    layers: tuple[str, ...] = ()) -> None:
         """Refuse sizes no model can have, naming the key: each of ``sizes`` (key -> value) must be an integer
-        (not a bool) >= 1; ``heads = (heads_key, hidden_key)`` must divide evenly. Called by each family's
-        ``__init__`` before any model is built."""
+        (not a bool) >= 1, except the ``layers`` keys, >= 0 (an embeddings-only model works); ``heads =
+        (heads_key, hidden_key)`` must divide evenly. Called by each family's ``__init__`` before any model is built."""
         for key, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            least = 0 if key in layers else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(
-                    f"{type(self).__name__}: {key} must be an integer >= 1, got {value!r} ({type(value).__name__})"
+                    f"{type(self).__name__}: {key} must be an integer >= {least}, got {value!r} "
+                    f"({type(value).__name__})"
                 )
         if heads is not None:
             heads_key, hidden_key = heads

@@ -79,4 +79,4 @@ class FlagAIBertConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.check_sizes({"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
                           "num_attention_heads": num_attention_heads, "intermediate_size": self.intermediate_size,
                           "max_position_embeddings": max_position_embeddings},
-                         heads=("num_attention_heads", "hidden_size"))
+                         heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))

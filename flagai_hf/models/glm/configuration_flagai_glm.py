@@ -106,4 +106,4 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.check_sizes({"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
                           "num_attention_heads": num_attention_heads,
                           "max_position_embeddings": max_position_embeddings},
-                         heads=("num_attention_heads", "hidden_size"))
+                         heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))

@@ -101,5 +101,5 @@ class FlagAIGPT2Config(FlagAIConfigMixin, PreTrainedConfig):
         self.add_cross_attention = False
         super().__init__(**kwargs)
         self.check_sizes({"vocab_size": vocab_size, "n_positions": n_positions, "n_embd": n_embd, "n_layer": n_layer,
-                          "n_head": n_head}, heads=("n_head", "n_embd"))
+                          "n_head": n_head}, heads=("n_head", "n_embd"), layers=("n_layer",))
 
