@@ -11,7 +11,8 @@ family registers a ``KeyMap`` that renames any of them to ours. Loading is stric
 - missing head weights (fine-tuning a pretrained backbone) are initialised and reported in a warning;
 - checkpoint tensors inside the backbone that the model has no place for (a config with fewer layers than the
   checkpoint) are an error that lists them; head tensors the chosen class has no use for (e.g. the MLM head when
-  loading a classifier; the family's ``backbone_modules`` say what is not a head) are dropped with a warning.
+  loading a classifier; the family's ``backbone_modules`` say what is not a head), and backbone modules the class
+  lacks altogether (T5EncoderModel: the decoder), are dropped with a warning.
 
 Loading costs about the read: the model is built with its parameters on the meta device (no memory, no random
 initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped); only what the checkpoint
@@ -216,7 +217,9 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
         raise ValueError(f"Checkpoint tensors in {folder} do not fit {type(model).__name__}: " + "; ".join(mismatched))
 
     backbone = tuple(start for module in family.backbone_modules for start in (f"{prefix}.{module}.", f"{module}."))
-    unused_backbone = sorted(name for name in unused if name.startswith(backbone))
+    # A backbone module the class lacks altogether (T5EncoderModel: the decoder) is dropped like a head.
+    present = tuple(start for start in backbone if any(key.startswith(start) for key in expected))
+    unused_backbone = sorted(name for name in unused if name.startswith(present))
     if unused_backbone:  # e.g. a config asking for fewer layers than the checkpoint holds: a partial model
         raise ValueError(
             f"Checkpoint tensors in {folder} have no place in {type(model).__name__} as configured (a partial model "
