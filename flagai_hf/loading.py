@@ -9,7 +9,10 @@ family registers a ``KeyMap`` that renames any of them to ours. Loading is stric
 - names no key map knows, tensors of the wrong shape, missing backbone weights, a missing weights file or a folder of
   another family are errors that name them (FlagAI silently kept random weights instead);
 - missing head weights (fine-tuning a pretrained backbone) are initialised and reported in a warning;
-- checkpoint tensors the chosen class has no use for (e.g. the MLM head when loading a classifier) are reported.
+- checkpoint tensors inside the backbone that the model has no place for (a config with fewer layers than the
+  checkpoint) are an error that lists them; head tensors the chosen class has no use for (e.g. the MLM head when
+  loading a classifier; the family's ``backbone_modules`` say what is not a head), and backbone modules the class
+  lacks altogether (T5EncoderModel: the decoder), are dropped with a warning.
 
 Loading costs about the read: the model is built with its parameters on the meta device (no memory, no random
 initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped); only what the checkpoint
@@ -217,8 +220,7 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
         elif expected[key].shape != tensor.shape:
             mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[key].shape)}")
         else:
-            wanted = dtype if dtype is not None and tensor.is_floating_point() else expected[key].dtype
-            tensor = tensor.to(wanted)
+            tensor = _cast_checked(key, tensor, expected[key].dtype, dtype, folder)
             if tensor.data_ptr() in addresses:  # a pickle of a tied model: parameters must not alias unless tied
                 tensor = tensor.clone()
             addresses.add(tensor.data_ptr())
@@ -226,8 +228,16 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
     if mismatched:
         raise ValueError(f"Checkpoint tensors in {folder} do not fit {type(model).__name__}: " + "; ".join(mismatched))
 
-    missing = sorted(set(expected) - set(loaded) - tied)
     backbone = tuple(start for module in family.backbone_modules for start in (f"{prefix}.{module}.", f"{module}."))
+    # A backbone module the class lacks altogether (T5EncoderModel: the decoder) is dropped like a head.
+    present = tuple(start for start in backbone if any(key.startswith(start) for key in expected))
+    unused_backbone = sorted(name for name in unused if name.startswith(present))
+    if unused_backbone:  # e.g. a config asking for fewer layers than the checkpoint holds: a partial model
+        raise ValueError(
+            f"Checkpoint tensors in {folder} have no place in {type(model).__name__} as configured (a partial model "
+            f"would load; check the config's sizes against the checkpoint): {', '.join(unused_backbone)}"
+        )
+    missing = sorted(set(expected) - set(loaded) - tied)
     missing_backbone = [name for name in missing if name.startswith(backbone)]
     if missing_backbone:
         raise ValueError(
@@ -245,8 +255,26 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
                            "not initialised, not tied)")
     if missing:
         logger.warning(f"{type(model).__name__}: newly initialised (not in {folder}): {', '.join(missing)}")
-    if unused:
-        logger.info(f"{type(model).__name__}: unused checkpoint tensors in {folder}: {', '.join(sorted(unused))}")
+    if unused:  # only head tensors get here (a task checkpoint loaded into the base model or another head)
+        logger.warning(f"{type(model).__name__}: checkpoint head tensors in {folder} not used by this class "
+                       f"(dropped): {', '.join(sorted(unused))}")
+
+
+def _cast_checked(key: str, tensor: torch.Tensor, model_dtype: torch.dtype, dtype: torch.dtype | None,
+                  folder: Path) -> torch.Tensor:
+    """``tensor`` cast for parameter ``key``: to ``dtype`` (when given and the tensor is floating) else the model's
+    ``model_dtype``. Integer / bool tensors for a floating parameter, and casts whose result is not finite where the
+    source was (float64 beyond the fp16/bf16 range), are refused naming the tensor."""
+    if model_dtype.is_floating_point and not tensor.is_floating_point():
+        raise ValueError(f"Checkpoint tensor {key} in {folder} is {tensor.dtype}; the parameter is floating "
+                         f"({model_dtype}) and only floating tensors are loaded into it")
+    wanted = dtype if dtype is not None and tensor.is_floating_point() else model_dtype
+    cast = tensor.to(wanted)
+    if cast.dtype != tensor.dtype and cast.is_floating_point():
+        if bool((torch.isfinite(tensor) & ~torch.isfinite(cast)).any()):
+            raise ValueError(f"Checkpoint tensor {key} in {folder} overflows when cast from {tensor.dtype} to "
+                             f"{cast.dtype} (values beyond its range become inf); save it in a dtype that fits")
+    return cast
 
 
 def _initialise_missing(model: PreTrainedModel, missing: list[str]) -> None:

@@ -23,19 +23,25 @@ picks the generated span out of its output:
 Pipeline parameters besides the generation ones: ``max_source_length`` (truncate each text to that many tokens,
 special tokens included, on the tokenizer's truncation side), ``return_full_text`` (GLM: the text with the blank
 filled; prefix LMs: prompt + continuation), ``return_tensors`` (add ``generated_token_ids``), ``return_text``,
-``skip_special_tokens`` and ``clean_up_tokenization_spaces`` (decoding).
+``skip_special_tokens`` and ``clean_up_tokenization_spaces`` (decoding), and ``too_long`` (``"truncate"``, the
+default, or ``"error"``): what happens to a text longer than the model takes (its position table, or the tokenizer's
+``model_max_length``, or ``max_source_length`` when smaller): it is truncated, or refused, before any mask is built.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, GenerationConfig, PreTrainedModel
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .models.bert import BertForSeq2seq
 from .models.glm import GLMForConditionalGeneration
 from .models.glm.tokenization_flagai_glm import GLMTokenizerMixin
+
+logger = logging.get_logger(__name__)
 
 TASK = "flagai-text2text-generation"
 
@@ -88,6 +94,7 @@ class GenerationStrategy:
     """How one kind of model reads a text, what ``generate()`` gets, and where the generated span starts."""
 
     supports_full_text = False
+    positions_after_prompt = False  # generated tokens take the positions after the prompt's (one position table)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise if the tokenizer can't serve this kind of model."""
@@ -121,6 +128,8 @@ class EncoderDecoderGeneration(GenerationStrategy):
 class PrefixLMGeneration(GenerationStrategy):
     """A decoder-only LM continues the text (left padding); the output is the continuation."""
 
+    positions_after_prompt = True
+
     supports_full_text = True
 
     def encode(self, tokenizer, text, max_source_length):
@@ -146,6 +155,8 @@ class UniLMGeneration(GenerationStrategy):
     """BERT UniLM: ``[CLS] text [SEP]`` as segment 0 (left padding), generated tokens as segment 1, stop at ``[SEP]``.
 
     ``BertForSeq2seq.generate()`` gives the prompt segment 0 and every generated token segment 1 itself."""
+
+    positions_after_prompt = True
 
     def check_tokenizer(self, tokenizer):
         if tokenizer.sep_token_id is None:
@@ -252,8 +263,12 @@ class FlagAIText2TextGenerationPipeline(Pipeline):
 
     def _sanitize_parameters(self, max_source_length=None, return_full_text=None, return_tensors=None,
                              return_text=None, skip_special_tokens=None, clean_up_tokenization_spaces=None,
-                             **generate_kwargs):
+                             too_long=None, **generate_kwargs):
         preprocess_params, postprocess_params = {}, {}
+        if too_long is not None:
+            if too_long not in ("truncate", "error"):
+                raise ValueError(f"too_long must be 'truncate' or 'error'; got {too_long!r}")
+            preprocess_params["too_long"] = too_long
         if max_source_length is not None:
             if not isinstance(max_source_length, int) or max_source_length < 1:
                 raise ValueError(f"max_source_length must be a positive int; got {max_source_length!r}")
@@ -271,17 +286,39 @@ class FlagAIText2TextGenerationPipeline(Pipeline):
 
     def __call__(self, inputs, *args, **kwargs):
         """Generate for a text or a list of texts (see the class docstring for the output)."""
+        if isinstance(inputs, list) and not inputs:
+            raise ValueError(f"{TASK} got an empty list of texts; pass a text or a non-empty list of texts")
         result = super().__call__(inputs, *args, **kwargs)
         if isinstance(inputs, list) and all(isinstance(records, list) and len(records) == 1 for records in result):
             return [records[0] for records in result]
         return result
 
-    def preprocess(self, text, max_source_length=None):
+    def source_limit(self, max_source_length: int | None = None) -> int | None:
+        """The most source tokens the model takes: its position table (``max_position_embeddings`` / ``n_positions``),
+        the tokenizer's ``model_max_length`` and ``max_source_length``, whichever is smallest (``None``: no limit)."""
+        config = self.model.config
+        limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+        limits += [getattr(self.tokenizer, "model_max_length", None), max_source_length]
+        limits = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
+        return min(limits) if limits else None
+
+    def preprocess(self, text, max_source_length=None, too_long="truncate"):
         if not isinstance(text, str):
             raise ValueError(f"{TASK} takes a text or a list of texts; got {type(text).__name__}")
         if self.prefix:
             text = self.prefix + text
-        ids = self.strategy.encode(self.tokenizer, text, max_source_length)
+        limit = self.source_limit(max_source_length)
+        if limit is not None and self.strategy.positions_after_prompt:
+            limit -= 1  # room for at least one generated token in the position table
+        if too_long == "truncate":
+            ids = self.strategy.encode(self.tokenizer, text, limit)
+        else:
+            ids = self.strategy.encode(self.tokenizer, text, max_source_length)
+            if limit is not None and len(ids) > limit:
+                raise ValueError(f"{TASK}: the text is {len(ids)} tokens; {type(self.model).__name__} takes at most "
+                                 f"{limit} (too_long='error'; pass too_long='truncate' to cut it)")
+        if not ids:
+            raise ValueError(f"{TASK}: the text {text!r} encodes to no tokens")
         ids = torch.tensor([ids], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "text": text}
 
@@ -308,6 +345,16 @@ class FlagAIText2TextGenerationPipeline(Pipeline):
             new_tokens = params["max_new_tokens"]
         else:  # a total length (the prompt counts, except for encoder-decoder models)
             new_tokens = params.get("max_length", GenerationConfig().max_length) - longest
+        limit = self.source_limit()
+        if self.strategy.positions_after_prompt and limit is not None and longest + new_tokens > limit:
+            new_tokens = limit - longest  # >= 1: preprocess left room for one
+            logger.warning(f"{TASK}: generation stops at {type(self.model).__name__}'s position table ({limit}): "
+                           f"at most {new_tokens} new tokens after a {longest}-token prompt")
+            if "generation_config" in generate_kwargs:
+                generate_kwargs["generation_config"] = copy.deepcopy(generate_kwargs["generation_config"])
+                generate_kwargs["generation_config"].update(max_new_tokens=new_tokens)
+            else:
+                generate_kwargs["max_new_tokens"] = new_tokens
         inputs, prompt_columns = self.strategy.generation_inputs(self.tokenizer, rows, new_tokens, self.device)
         output = self.model.generate(**inputs, **generate_kwargs)
         sequences = output.sequences if isinstance(output, ModelOutput) else output

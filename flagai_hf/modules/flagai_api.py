@@ -31,9 +31,31 @@ class FlagAIConfigMixin:
     # Keys a config file must define (transformers' name, then the FlagAI names accepted for it).
     required_keys: dict[str, tuple[str, ...]] = {}
 
+    def check_sizes(self, sizes: dict[str, object], heads: tuple[str, str] | None = None,
+                    layers: tuple[str, ...] = ()) -> None:
+        """Refuse sizes no model can have, naming the key: each of ``sizes`` (key -> value) must be an integer
+        (not a bool) >= 1, except the ``layers`` keys, >= 0 (an embeddings-only model works); ``heads =
+        (heads_key, hidden_key)`` must divide evenly. Called by each family's ``__init__`` before any model is built."""
+        for key, value in sizes.items():
+            least = 0 if key in layers else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"{type(self).__name__}: {key} must be an integer >= {least}, got {value!r} "
+                    f"({type(value).__name__})"
+                )
+        if heads is not None:
+            heads_key, hidden_key = heads
+            if sizes[hidden_key] % sizes[heads_key] != 0:
+                raise ValueError(
+                    f"{type(self).__name__}: {hidden_key} ({sizes[hidden_key]}) must be a multiple of "
+                    f"{heads_key} ({sizes[heads_key]})"
+                )
+
     @classmethod
     def from_flagai_dict(cls, config: dict, source: str = "config", **overrides):
         """Build the config from a FlagAI or transformers dict; ``overrides`` replace or extend its keys."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{source} holds a JSON {type(config).__name__}; a config must be a JSON object")
         values = {**config, **overrides}
         for key, aliases in cls.required_keys.items():
             if not any(name in values for name in (key, *aliases)):

@@ -76,7 +76,7 @@ class FlagAIBertConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.use_cache = use_cache
         self.is_decoder = is_decoder
         super().__init__(**kwargs)
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})"
-            )
+        self.check_sizes({"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                          "num_attention_heads": num_attention_heads, "intermediate_size": self.intermediate_size,
+                          "max_position_embeddings": max_position_embeddings},
+                         heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))

@@ -103,7 +103,7 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.is_decoder = True
         self.add_cross_attention = False
         super().__init__(**kwargs)
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_attention_heads})"
-            )
+        self.check_sizes({"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                          "num_attention_heads": num_attention_heads,
+                          "max_position_embeddings": max_position_embeddings},
+                         heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))

@@ -100,6 +100,6 @@ class FlagAIGPT2Config(FlagAIConfigMixin, PreTrainedConfig):
         self.is_decoder = True
         self.add_cross_attention = False
         super().__init__(**kwargs)
-        if n_embd % n_head != 0:
-            raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+        self.check_sizes({"vocab_size": vocab_size, "n_positions": n_positions, "n_embd": n_embd, "n_layer": n_layer,
+                          "n_head": n_head}, heads=("n_head", "n_embd"), layers=("n_layer",))
 

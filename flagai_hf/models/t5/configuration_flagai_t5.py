@@ -99,6 +99,9 @@ class FlagAIT5Config(FlagAIConfigMixin, PreTrainedConfig):
         self.scale_decoder_outputs = scale_decoder_outputs  # None: follow tie_word_embeddings
         self.use_cache = use_cache
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
+        self.check_sizes({"vocab_size": vocab_size, "d_model": d_model, "d_kv": d_kv, "d_ff": d_ff,
+                          "num_layers": num_layers, "num_decoder_layers": self.num_decoder_layers,
+                          "num_heads": num_heads}, layers=("num_layers", "num_decoder_layers"))
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """With ``decoder=True``, a view whose ``num_hidden_layers`` is the decoder's depth (``generate()`` sizes the
