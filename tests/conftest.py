@@ -16,3 +16,13 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tests that run an example in-process may apply its ``--threads``; later tests (and their comparisons with
+    worker processes, which use torch's default) must not inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

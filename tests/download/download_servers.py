@@ -18,11 +18,12 @@ from flagai_hf.export.mirror import HubMirror
 
 
 def tiny_bert_folder(folder: Path) -> Path:
-    """A tiny flagai_hf BERT saved with save_pretrained, plus a vocab file; returns the folder."""
+    """A tiny flagai_hf BERT saved with save_pretrained (weights and config only: the Hub source fetches no code
+    files), plus a vocab file; returns the folder."""
     torch.manual_seed(0)
     config = FlagAIBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
+    BertModel(config).save_pretrained(folder, hub_ready=False)
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     (folder / "vocab.txt").write_text("\n".join(special + [f"tok{i}" for i in range(99 - len(special))]) + "\n")
     return folder
