@@ -122,3 +122,21 @@ def test_check_helpers_eager_and_compiled():
     assert positive_sum(torch.tensor([1.0, 2.0])).item() == 3.0
     with pytest.raises(RuntimeError, match="must be positive"):
         positive_sum(torch.tensor([1.0, -2.0]))
+
+
+@pytest.mark.parametrize("name", ["GPT2Model", "T5Model"])
+def test_compiled_forward_decodes_with_a_static_cache(name):
+    """generate(cache_implementation="static") through a fullgraph-compiled forward (prefill and every decode step
+    trace without a break, else fullgraph raises) gives eager's tokens and scores."""
+    make, inputs = CASES[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    prompt = inputs["input_ids"][:1, :4]
+    options = dict(max_new_tokens=6, do_sample=False, cache_implementation="static", return_dict_in_generate=True,
+                   output_scores=True)
+    eager = model.generate(prompt, **options)
+    model.forward = torch.compile(model.forward, fullgraph=True, backend="aot_eager")
+    compiled = model.generate(prompt, **options)
+    assert torch.equal(compiled.sequences, eager.sequences)
+    for step_compiled, step_eager in zip(compiled.scores, eager.scores, strict=True):
+        torch.testing.assert_close(step_compiled, step_eager, rtol=1e-5, atol=1e-5)
