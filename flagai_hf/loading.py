@@ -23,7 +23,6 @@ machine, resumed, verified); a folder the downloader left unfinished is never lo
 """
 
 import json
-import os
 import pickle
 from collections.abc import Callable
 from contextlib import contextmanager
