@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert import to_native
+from flagai_hf.conversion.convert import to_native
 
 
 def convert(source: Path, destination: Path, model_class: str, **config_overrides) -> None:

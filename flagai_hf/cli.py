@@ -2,41 +2,46 @@
 
     flagai-hf download MODEL_NAME [--download-path ./checkpoints] [--sources local,hf,modelhub,s3]
     flagai-hf env
-    flagai-hf convert ...          # conversion/convert.py (native <-> FlagAI layouts)
-    flagai-hf export ...           # conversion/export_hub.py (Hub-ready remote-code folder)
-    flagai-hf serve-mirror ...     # conversion/serve_mirror.py (HF_ENDPOINT mirror on 127.0.0.1)
+    flagai-hf convert ...          # flagai_hf/conversion/convert.py (native <-> FlagAI layouts)
+    flagai-hf export ...           # flagai_hf/conversion/export_hub.py (Hub-ready remote-code folder)
+    flagai-hf serve-mirror ...     # flagai_hf/conversion/serve_mirror.py (HF_ENDPOINT mirror on 127.0.0.1)
     flagai-hf megatron-merge ...   # conversion/convert_glm_megatron.py (Megatron shards -> native folder)
 
 ``download`` runs the resolution chain of ``from_pretrain`` (``flagai_hf.download``); ``env`` prints versions, the
-download settings in effect (no secrets) and the cache locations. The conversion subcommands run the checkout's
-``conversion/*.py`` scripts with the remaining arguments (``flagai-hf convert --help`` shows theirs).
+download settings in effect (no secrets) and the cache locations. The conversion subcommands run the ``main(argv)`` of
+their module with the remaining arguments (``flagai-hf convert --help`` shows theirs); ``megatron-merge`` still runs
+the checkout's ``conversion/convert_glm_megatron.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import platform
 import sys
 from pathlib import Path
 
 CONVERSION_DIR = Path(__file__).resolve().parents[1] / "conversion"
-CONVERSION_SCRIPTS = {
-    "convert": "convert.py",
-    "export": "export_hub.py",
-    "serve-mirror": "serve_mirror.py",
+CONVERSION_COMMANDS = {  # subcommand: module in flagai_hf.conversion, or a script in the checkout's conversion/
+    "convert": "convert",
+    "export": "export_hub",
+    "serve-mirror": "serve_mirror",
     "megatron-merge": "convert_glm_megatron.py",
 }
 SECRET_SETTINGS = {"hf_token", "s3_access_key_id", "s3_secret_access_key"}
 
 
-def run_conversion_script(name: str, argv: list[str]):
-    """Run ``conversion/<script>.py``'s ``main(argv)`` in this process."""
-    path = CONVERSION_DIR / CONVERSION_SCRIPTS[name]
+def run_conversion(name: str, argv: list[str]):
+    """Run the subcommand's ``main(argv)`` in this process."""
+    target = CONVERSION_COMMANDS[name]
+    if not target.endswith(".py"):
+        return importlib.import_module(f"flagai_hf.conversion.{target}").main(argv)
+    path = CONVERSION_DIR / target
     if not path.is_file():
         raise SystemExit(f"error: `flagai-hf {name}` runs {path}, which is missing: install flagai_hf from a clone "
                          f"(pip install -e .) so conversion/ is next to the package")
-    if str(CONVERSION_DIR) not in sys.path:  # the scripts import each other (convert_to_native, convert)
+    if str(CONVERSION_DIR) not in sys.path:  # the script imports conversion/convert.py
         sys.path.insert(0, str(CONVERSION_DIR))
     spec = importlib.util.spec_from_file_location(f"flagai_hf_conversion_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -108,15 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="comma-separated subset of local,hf,modelhub,s3 "
                                                     "(default: FLAGAI_HF_SOURCES, else all)")
     commands.add_parser("env", help="versions, download settings and cache locations")
-    for name, script in CONVERSION_SCRIPTS.items():
-        commands.add_parser(name, help=f"conversion/{script} (its arguments follow)", add_help=False)
+    for name, target in CONVERSION_COMMANDS.items():
+        where = f"conversion/{target}" if target.endswith(".py") else f"flagai_hf/conversion/{target}.py"
+        commands.add_parser(name, help=f"{where} (its arguments follow)", add_help=False)
     return parser
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in CONVERSION_SCRIPTS:
-        return run_conversion_script(argv[0], argv[1:])
+    if argv and argv[0] in CONVERSION_COMMANDS:
+        return run_conversion(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "download":

@@ -1,10 +1,10 @@
-"""conversion/convert.py round trips: FlagAI -> native -> FlagAI and native -> FlagAI -> native give identical tensors.
+"""flagai-hf convert (flagai_hf/conversion/convert.py) round trips: FlagAI -> native -> FlagAI and native -> FlagAI
+-> native give identical tensors.
 
 The FlagAI checkpoints are written here from FlagAI's tensor names as its classes save them (flagai-reference.md
 §3.1, §3.2), independently of the key maps under test.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,13 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import flagai_hf
+from flagai_hf.conversion import convert
 from flagai_hf.loading import FAMILIES
 from flagai_hf.models.bert import BertPreTrainedModel
-
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("conversion_convert", REPO / "conversion" / "convert.py")
-convert = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert)
 
 H, LAYERS, HEADS, VOCAB, POSITIONS, CLASSES, INNER = 32, 2, 4, 120, 24, 5, 8
 
