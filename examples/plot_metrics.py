@@ -143,6 +143,35 @@ def plot_metrics(path: str, output: str | None = None, smooth: int = 1, title: s
     return output
 
 
+def plot_runs(paths: dict[str, str], output: str, title: str | None = None) -> str:
+    """Overlay several runs' metrics files (``{run name: path}``) in one PNG and return its path.
+
+    Left panel: each run's training loss per step; right panel: each run's held-out entity F1 per step.
+    """
+    plt = _pyplot()
+    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    for (name, path), color in zip(paths.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        curves = read_metrics(path)
+        if curves.train_loss:
+            loss_ax.plot(*zip(*curves.train_loss), color=color, linewidth=1, label=f"{name}: train loss")
+        if curves.eval_loss:
+            loss_ax.plot(*zip(*curves.eval_loss), "o--", color=color, label=f"{name}: held-out loss")
+        if curves.eval_f1:
+            f1_ax.plot(*zip(*curves.eval_f1), "o-", color=color, label=f"{name}: held-out entity F1")
+    loss_ax.set_ylabel("cross-entropy per labelled token")
+    f1_ax.set_ylabel("F1")
+    f1_ax.set_ylim(0, 1)
+    for ax in (loss_ax, f1_ax):
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or ", ".join(paths))
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("metrics", help="metrics.jsonl (train_accelerate.py) or metrics.json (run_ner.py)")

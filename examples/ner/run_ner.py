@@ -33,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from seqeval.metrics import classification_report, f1_score, precision_score, recall_score  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -55,6 +54,9 @@ from example_common import bert_chinese_vocab, load_module  # noqa: E402
 
 _data = load_module("flagai_examples_ner_data", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
+_tagging = load_module("flagai_examples_ner_tagging", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                   "tagging.py"))
+encode, make_compute_metrics, argmax_logits = _tagging.encode, _tagging.make_compute_metrics, _tagging.argmax_logits
 
 # A held-out sentence (msra_test.txt #413) with PER, LOC and ORG entities.
 DEFAULT_SENTENCE = "又讯中国国家主席江泽民1日上午应邀在美国著名学府哈佛大学发表重要演讲。"
@@ -114,71 +116,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.learning_rate is None:
         args.learning_rate = SIZE_DEFAULTS.get(args.config, {}).get("learning_rate", 1e-3)
     return args
-
-
-# --------------------------------------------------------------------------------------------------------- data
-def encode(sentences, tokenizer, label2id, max_length):
-    """Tokenize ``(chars, tags)`` pairs one character per word; label each character's first sub-token.
-
-    Returns the features (input_ids, token_type_ids, attention_mask, labels) and the number of labelled characters
-    that got no label position (truncated, or a character the tokenizer drops) with the number of entity tags among
-    them.
-    """
-    enc = tokenizer([chars for chars, _ in sentences], is_split_into_words=True, truncation=True,
-                    max_length=max_length)
-    features, dropped, dropped_entity = [], 0, 0
-    for i, (chars, tags) in enumerate(sentences):
-        labels, previous = [], None
-        for word in enc.word_ids(i):
-            if word is None or word == previous:  # [CLS]/[SEP]/padding, or a later sub-token of the same character
-                labels.append(-100)
-            else:
-                labels.append(label2id[tags[word]])
-            previous = word
-        kept = {w for w in enc.word_ids(i) if w is not None}
-        missing = [j for j in range(len(chars)) if j not in kept]
-        dropped += len(missing)
-        dropped_entity += sum(tags[j] != "O" for j in missing)
-        features.append({key: enc[key][i] for key in ("input_ids", "token_type_ids", "attention_mask")}
-                        | {"labels": labels})
-    return features, dropped, dropped_entity
-
-
-def label_sequences(predictions, label_ids, id2label):
-    """Per sentence, the gold and predicted tags at the labelled positions (one per character)."""
-    gold, pred = [], []
-    for p_row, l_row in zip(predictions, label_ids):
-        keep = l_row != -100
-        gold.append([id2label[int(x)] for x in l_row[keep]])
-        pred.append([id2label[int(x)] for x in p_row[keep]])
-    return gold, pred
-
-
-def make_compute_metrics(id2label):
-    def compute_metrics(eval_pred):
-        predictions, label_ids = eval_pred.predictions, eval_pred.label_ids
-        if predictions.ndim == 3:
-            predictions = predictions.argmax(-1)
-        gold, pred = label_sequences(predictions, label_ids, id2label)
-        metrics = {
-            "precision": precision_score(gold, pred, zero_division=0),
-            "recall": recall_score(gold, pred, zero_division=0),
-            "f1": f1_score(gold, pred, zero_division=0),
-        }
-        report = classification_report(gold, pred, output_dict=True, zero_division=0)
-        for name in ("PER", "LOC", "ORG"):
-            if name in report:
-                metrics[f"f1_{name}"] = report[name]["f1-score"]
-        return {k: float(v) for k, v in metrics.items()}
-
-    return compute_metrics
-
-
-def argmax_logits(logits, labels):
-    """Keep only the argmax over labels, so evaluation does not hold every (B, T, C) logit tensor."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(-1)
 
 
 # --------------------------------------------------------------------------------------------------------- main
