@@ -157,6 +157,15 @@ def resident_pages(fd: int, size: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------- the children
 
 
+def child_baseline() -> None:
+    """The RSS of a child that imports what the loading children import (torch, transformers, flagai_hf)."""
+    import transformers  # noqa: F401
+
+    import flagai_hf  # noqa: F401
+
+    child_result({})
+
+
 def child_read(folder: Path) -> None:
     """(a) every weight file read once with 16 MiB reads, like ``cat > /dev/null``."""
     start, total = time.perf_counter(), 0
@@ -198,22 +207,30 @@ def child_generate(folder: Path, spec: dict) -> None:
     from bench_glm import Generation, generation_inputs, hf_generate, quiet_libraries
 
     from flagai_hf import GLMForConditionalGeneration
-    from flagai_hf.modules.linear import pack_linear_weights
+    from flagai_hf.models.glm.megatron import release_mapped_pages
+    from flagai_hf.modules.linear import Linear, pack_linear_weights
 
     quiet_libraries()
     torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
     model = GLMForConditionalGeneration.from_pretrained(folder, attn_implementation="sdpa")
-    common.touch_tensors(model)
     loaded = time.perf_counter() - start
-    packed = pack_linear_weights(model) if spec["pack"] else 0
-    with torch.no_grad():  # everything else out of the file mapping, so that the checkpoint's pages are released
+    packed = 0
+    if spec["pack"]:  # block by block; the plain weights' file pages are handed back as soon as each is packed
+        for block in model.glm.layers:
+            plain = [module.weight for module in block.modules() if isinstance(module, Linear)]
+            packed += pack_linear_weights(block)
+            for weight in plain:
+                release_mapped_pages(weight)  # read-only file mapping: the pages are re-read if ever used again
+            del plain
+    with torch.no_grad():  # everything else out of the file mapping, so that the checkpoint's mapping is released
         for module in model.modules():
             for name, tensor in list(module._parameters.items()) + list(module._buffers.items()):
                 if tensor is not None and not tensor.is_mkldnn:
                     tensor.data = tensor.data.clone()
+    common.release_free_memory()
+    prepared = time.perf_counter() - start
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    after_pack = rss_split()
 
     workload = Generation("generate", True, spec["context"], spec["new_tokens"], dtype="bf16")
     inputs = generation_inputs(workload)
@@ -233,7 +250,7 @@ def child_generate(folder: Path, spec: dict) -> None:
     n = spec["check_steps"]
     logit_diff = max(float((a - b).abs().max()) for a, b in zip(logits[:n], check_logits))
     child_result({
-        "load_seconds": loaded, "packed_layers": packed, "weights": weights, "rss_after_pack": after_pack,
+        "load_seconds": loaded, "prepare_seconds": prepared, "packed_layers": packed, "weights": weights,
         "first_token_s": first, "next_token_s_median": statistics.median(steps) if steps else None,
         "tokens_per_s_after_first": after, "tokens": tokens[0].tolist(), "check_tokens": recomputed[0].tolist(),
         "tokens_equal": tokens[0, :n].tolist() == recomputed[0, :n].tolist(), "check_logit_diff": logit_diff,
@@ -247,7 +264,6 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     from safetensors import safe_open
 
     from flagai_hf import GLMConfig, GLMForConditionalGeneration
-    from flagai_hf.shards import read_sharded_safetensors
 
     torch.set_num_threads(spec["threads"])
     config = json.loads((megatron / "config.json").read_text())
@@ -262,14 +278,12 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     del ranks
 
     glm_config = GLMConfig.from_flagai_dict({**config, "num_layers": layers})
-    if (converted / "model.safetensors").is_file():
-        with safe_open(converted / "model.safetensors", framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    else:
-        tensors = read_sharded_safetensors(converted)
-    kept = {name: tensor.float() for name, tensor in tensors.items()
-            if ".layers." not in name or int(name.split(".layers.")[1].split(".")[0]) < layers}
-    del tensors
+    kept = {}
+    for path in weight_files(converted):
+        with safe_open(path, framework="pt") as handle:
+            for name in handle.keys():
+                if ".layers." not in name or int(name.split(".layers.")[1].split(".")[0]) < layers:
+                    kept[name] = float_copy(handle.get_tensor(name))
     with torch.device("meta"):
         model = GLMForConditionalGeneration(glm_config)
     model.load_state_dict(kept, strict=True, assign=True)
@@ -281,6 +295,16 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
                   "logit_scale": float(reference.abs().max())})
 
 
+def float_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of a tensor memory-mapped from a checkpoint, whose file pages are then handed back (so that
+    only the copies count in the RSS)."""
+    from flagai_hf.models.glm.megatron import release_mapped_pages
+
+    copy = tensor.to(torch.float32, copy=True)
+    release_mapped_pages(tensor)
+    return copy
+
+
 def spec_forward(ranks: list[dict], config: dict, layers: int, ids: torch.Tensor, sep: int) -> torch.Tensor:
     """glm-spec §3 written out in plain torch (fp32) on the first ``layers`` layers, merging each tensor from the
     ranks' parts as THUDM's ``change_mp.py`` does (vocabulary rows, per-rank [q; k; v], MLP rows, row-parallel
@@ -288,7 +312,7 @@ def spec_forward(ranks: list[dict], config: dict, layers: int, ids: torch.Tensor
     import torch.nn.functional as F
 
     def part(name):
-        return [rank[name].float() for rank in ranks]
+        return [float_copy(rank[name]) for rank in ranks]
 
     def rows(name):
         return torch.cat(part(name), 0)
@@ -413,7 +437,11 @@ def main(argv=None) -> None:
 
 
 def run_loading(me: str, folder: Path, size: int) -> dict:
-    results = {}
+    """Cold read vs the loaders; peak RSS is also given net of the RSS of a child that only imports the libraries
+    (``baseline``), which matters at reduced scale."""
+    baseline = run_child([me, CHILD_FLAG, "baseline"], "baseline")["peak_rss"]
+    print(f"baseline: a child importing torch, transformers and flagai_hf peaks at {baseline / GB:.2f} GB RSS")
+    results = {"baseline_rss": baseline}
     for how in ("read", "load_file", "from_pretrained", "load_folder"):
         cached = make_cold(folder)
         args = [me, CHILD_FLAG, "read", str(folder)] if how == "read" else [me, CHILD_FLAG, "load", str(folder), how]
@@ -425,7 +453,8 @@ def run_loading(me: str, folder: Path, size: int) -> dict:
                                           f"file {step['RssFile'] / GB:.2f} GB + anonymous "
                                           f"{step['RssAnon'] / GB:.2f} GB")
         print(f"load {how:15s} (cold, {cached:.0%} cached before): {step['seconds']:.2f} s{extra}, peak RSS "
-              f"{step['peak_rss'] / GB:.2f} GB = {step['peak_rss'] / size:.2f}x the weights, major faults "
+              f"{step['peak_rss'] / GB:.2f} GB = {step['peak_rss'] / size:.2f}x the weights "
+              f"({(step['peak_rss'] - baseline) / size:.2f}x net of the imports), major faults "
               f"{step['major_faults']}, swap used {swap_used() / GB:.2f} GB; {load_text()}")
     return results
 
@@ -436,8 +465,9 @@ def run_generation(me: str, folder: Path, spec: dict, size: int) -> dict:
     print(f"generate {spec['context']}+{spec['new_tokens']} bf16 batch 1, cache, "
           f"{'packed' if spec['pack'] else 'plain'} linears ({step['packed_layers']}): first token "
           f"{step['first_token_s']:.2f} s, then {per_token:.3f} s/token = {step['tokens_per_s_after_first']:.2f} "
-          f"tokens/s ({step['weights'] / per_token / GB:.1f} GB/s of weights); peak RSS {step['peak_rss'] / GB:.2f} "
-          f"GB; {load_text()}")
+          f"tokens/s ({step['weights'] / per_token / GB:.1f} GB/s of weights); load + pack {step['prepare_seconds']:.1f}"
+          f" s; peak RSS {step['peak_rss'] / GB:.2f} GB, at the end {step['rss_end']['VmRSS'] / GB:.2f} GB (file "
+          f"{step['rss_end']['RssFile'] / GB:.2f} GB); {load_text()}")
     print(f"check: first {spec['check_steps']} tokens {'equal' if step['tokens_equal'] else 'DIFFER'} to "
           f"generate(use_cache=False) ({step['check_seconds']:.1f} s), logits differ by <= "
           f"{step['check_logit_diff']:.3g}; tokens {step['tokens'][:8]}... recomputed {step['check_tokens']}")
@@ -469,7 +499,9 @@ def run_megatron(me: str, root: Path, spec: dict, size_args: list[str], max_shar
 
 def run_as_child(child: list[str]) -> None:
     what, rest = child[0], child[1:]
-    if what == "read":
+    if what == "baseline":
+        child_baseline()
+    elif what == "read":
         child_read(Path(rest[0]))
     elif what == "load":
         child_load(Path(rest[0]), rest[1])
