@@ -274,7 +274,7 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     ids = torch.randint(0, config["vocab_size"], (1, length), generator=generator)
     sep = length // 2
 
-    reference = spec_forward(ranks, config, layers, ids, sep)
+    reference = spec_forward(ranks, config, layers, ids, sep, mapped=True)
     del ranks
 
     glm_config = GLMConfig.from_flagai_dict({**config, "num_layers": layers})
@@ -283,7 +283,7 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
         with safe_open(path, framework="pt") as handle:
             for name in handle.keys():
                 if ".layers." not in name or int(name.split(".layers.")[1].split(".")[0]) < layers:
-                    kept[name] = float_copy(handle.get_tensor(name))
+                    kept[name] = float_copy(handle.get_tensor(name), mapped=True)
     with torch.device("meta"):
         model = GLMForConditionalGeneration(glm_config)
     model.load_state_dict(kept, strict=True, assign=True)
@@ -295,24 +295,28 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
                   "logit_scale": float(reference.abs().max())})
 
 
-def float_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """A float32 copy of a tensor memory-mapped from a checkpoint, whose file pages are then handed back (so that
-    only the copies count in the RSS)."""
+def float_copy(tensor: torch.Tensor, mapped: bool) -> torch.Tensor:
+    """A float32 copy of ``tensor``; when it is ``mapped`` from a checkpoint file (read-only, never written), its file
+    pages are then handed back, so that only the copies count in the RSS. (Never for other tensors: dropping the
+    pages of ordinary memory would zero it.)"""
     from flagai_hf.models.glm.megatron import release_mapped_pages
 
     copy = tensor.to(torch.float32, copy=True)
-    release_mapped_pages(tensor)
+    if mapped:
+        release_mapped_pages(tensor)
     return copy
 
 
-def spec_forward(ranks: list[dict], config: dict, layers: int, ids: torch.Tensor, sep: int) -> torch.Tensor:
+def spec_forward(ranks: list[dict], config: dict, layers: int, ids: torch.Tensor, sep: int,
+                 mapped: bool = False) -> torch.Tensor:
     """glm-spec §3 written out in plain torch (fp32) on the first ``layers`` layers, merging each tensor from the
     ranks' parts as THUDM's ``change_mp.py`` does (vocabulary rows, per-rank [q; k; v], MLP rows, row-parallel
-    columns). Returns the logits (T, vocab)."""
+    columns). ``mapped``: the ranks' tensors are memory-mapped (``torch.load(mmap=True)``), see ``float_copy``.
+    Returns the logits (T, vocab)."""
     import torch.nn.functional as F
 
     def part(name):
-        return [float_copy(rank[name]) for rank in ranks]
+        return [float_copy(rank[name], mapped) for rank in ranks]
 
     def rows(name):
         return torch.cat(part(name), 0)
