@@ -28,7 +28,7 @@ copy is deleted as soon as it is not needed: at most two copies of the weights e
 4. ``megatron``: the same weights as THUDM's 4-way ``mp_rank_0X_model_states.pt`` (written after the safetensors
    folder is deleted), converted by ``conversion/convert_glm_megatron.py`` (peak RSS; target <= 4 GB), then the
    2-layer slice check: logits (fp32) of our model built from the converted folder's layers 0-1 against a plain-torch
-   forward of the spec's equations on tensors merged here from the four shards (<= 1e-5). The Megatron source is then
+   forward of the spec's equations (in fp64) on tensors merged here from the four shards (<= 1e-5). The Megatron source is then
    deleted and every converted tensor compared with the writer's values.
 """
 
@@ -259,8 +259,8 @@ def child_generate(folder: Path, spec: dict) -> None:
 
 
 def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
-    """Logits (fp32) of a 2-layer slice: our model from the converted folder vs the spec's equations on tensors
-    merged here from the Megatron shards."""
+    """Logits of a 2-layer slice: our model (float32) from the converted folder vs the spec's equations in float64 on
+    tensors merged here from the Megatron shards."""
     from safetensors import safe_open
 
     from flagai_hf import GLMConfig, GLMForConditionalGeneration
@@ -274,7 +274,7 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     ids = torch.randint(0, config["vocab_size"], (1, length), generator=generator)
     sep = length // 2
 
-    reference = spec_forward(ranks, config, layers, ids, sep, mapped=True)
+    reference = spec_forward(ranks, config, layers, ids, sep, mapped=True)  # float64
     del ranks
 
     glm_config = GLMConfig.from_flagai_dict({**config, "num_layers": layers})
@@ -291,32 +291,33 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     model.eval()
     with torch.inference_mode():
         ours = model(ids, attention_mask=torch.tensor([sep])).logits[0]
-    child_result({"layers": layers, "tokens": length, "max_abs_diff": float((ours - reference).abs().max()),
+    child_result({"layers": layers, "tokens": length, "max_abs_diff": float((ours.double() - reference).abs().max()),
                   "logit_scale": float(reference.abs().max())})
 
 
-def float_copy(tensor: torch.Tensor, mapped: bool) -> torch.Tensor:
-    """A float32 copy of ``tensor``; when it is ``mapped`` from a checkpoint file (read-only, never written), its file
+def float_copy(tensor: torch.Tensor, mapped: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A ``dtype`` copy of ``tensor``; when it is ``mapped`` from a checkpoint file (read-only, never written), its file
     pages are then handed back, so that only the copies count in the RSS. (Never for other tensors: dropping the
     pages of ordinary memory would zero it.)"""
     from flagai_hf.models.glm.megatron import release_mapped_pages
 
-    copy = tensor.to(torch.float32, copy=True)
+    copy = tensor.to(dtype, copy=True)
     if mapped:
         release_mapped_pages(tensor)
     return copy
 
 
 def spec_forward(ranks: list[dict], config: dict, layers: int, ids: torch.Tensor, sep: int,
-                 mapped: bool = False) -> torch.Tensor:
-    """glm-spec §3 written out in plain torch (fp32) on the first ``layers`` layers, merging each tensor from the
+                 mapped: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """glm-spec §3 written out in plain torch (in ``dtype``: float64 by default, the exact answer to compare a float32
+    model with) on the first ``layers`` layers, merging each tensor from the
     ranks' parts as THUDM's ``change_mp.py`` does (vocabulary rows, per-rank [q; k; v], MLP rows, row-parallel
     columns). ``mapped``: the ranks' tensors are memory-mapped (``torch.load(mmap=True)``), see ``float_copy``.
     Returns the logits (T, vocab)."""
     import torch.nn.functional as F
 
     def part(name):
-        return [float_copy(rank[name], mapped) for rank in ranks]
+        return [float_copy(rank[name], mapped, dtype) for rank in ranks]
 
     def rows(name):
         return torch.cat(part(name), 0)
@@ -491,8 +492,8 @@ def run_megatron(me: str, root: Path, spec: dict, size_args: list[str], max_shar
     print(f"convert: {convert['seconds']:.1f} s, peak RSS {convert['peak_rss'] / GB:.2f} GB (target <= 4 GB), "
           f"major faults {convert['major_faults']}; {load_text()}")
     check = run_child([me, CHILD_FLAG, "slice", str(source), str(converted), json.dumps(spec)], "slice check")
-    print(f"2-layer slice, {check['tokens']} tokens, fp32: converted vs spec forward on the merged shards, max |logit "
-          f"diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5); peak RSS "
+    print(f"2-layer slice, {check['tokens']} tokens: converted (fp32) vs spec forward (fp64) on the merged shards, "
+          f"max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5); peak RSS "
           f"{check['peak_rss'] / GB:.2f} GB; {load_text()}")
     shutil.rmtree(source, ignore_errors=True)
     verify = run_child([me, CHILD_FLAG, "verify", str(converted), json.dumps(spec)], "verify")

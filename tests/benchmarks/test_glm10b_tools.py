@@ -68,7 +68,8 @@ def test_spec_forward_on_the_shards_equals_our_model(folders):
     model = GLMForConditionalGeneration.from_pretrained(folders / "st", dtype=torch.float32).eval()
     with torch.inference_mode():
         ours = model(ids, attention_mask=torch.tensor([5])).logits[0]
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours.double(), reference, rtol=0, atol=1e-5)
+    assert reference.dtype == torch.float64
 
 
 def test_make_cold_evicts_freshly_read_files(folders):
