@@ -264,6 +264,7 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     from safetensors import safe_open
 
     from flagai_hf import GLMConfig, GLMForConditionalGeneration
+    from flagai_hf.modules.linear import use_onednn_for_cpu
 
     torch.set_num_threads(spec["threads"])
     config = json.loads((megatron / "config.json").read_text())
@@ -274,7 +275,8 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     ids = torch.randint(0, config["vocab_size"], (1, length), generator=generator)
     sep = length // 2
 
-    reference = spec_forward(ranks, config, layers, ids, sep, mapped=True)  # float64
+    reference = spec_forward(ranks, config, layers, ids, sep, mapped=True)  # float64: the exact answer
+    plain_fp32 = spec_forward(ranks, config, layers, ids, sep, mapped=True, dtype=torch.float32)  # fp32's own error
     del ranks
 
     glm_config = GLMConfig.from_flagai_dict({**config, "num_layers": layers})
@@ -291,7 +293,14 @@ def child_slice_check(megatron: Path, converted: Path, spec: dict) -> None:
     model.eval()
     with torch.inference_mode():
         ours = model(ids, attention_mask=torch.tensor([sep])).logits[0]
+        previous = use_onednn_for_cpu(False)  # the same model on F.linear (MKL): the kernels' share of the error
+        try:
+            ours_aten = model(ids, attention_mask=torch.tensor([sep])).logits[0]
+        finally:
+            use_onednn_for_cpu(previous)
     child_result({"layers": layers, "tokens": length, "max_abs_diff": float((ours.double() - reference).abs().max()),
+                  "aten_linear_diff": float((ours_aten.double() - reference).abs().max()),
+                  "plain_fp32_diff": float((plain_fp32.double() - reference).abs().max()),
                   "logit_scale": float(reference.abs().max())})
 
 
@@ -493,7 +502,9 @@ def run_megatron(me: str, root: Path, spec: dict, size_args: list[str], max_shar
           f"major faults {convert['major_faults']}; {load_text()}")
     check = run_child([me, CHILD_FLAG, "slice", str(source), str(converted), json.dumps(spec)], "slice check")
     print(f"2-layer slice, {check['tokens']} tokens: converted (fp32) vs spec forward (fp64) on the merged shards, "
-          f"max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5); peak RSS "
+          f"max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5; the "
+          f"same equations in fp32 differ from fp64 by {check['plain_fp32_diff']:.3g}, our model with F.linear instead of "
+          f"oneDNN by {check['aten_linear_diff']:.3g}); peak RSS "
           f"{check['peak_rss'] / GB:.2f} GB; {load_text()}")
     shutil.rmtree(source, ignore_errors=True)
     verify = run_child([me, CHILD_FLAG, "verify", str(converted), json.dumps(spec)], "verify")
