@@ -81,3 +81,30 @@ def test_make_cold_evicts_freshly_read_files(folders):
     with open(path, "rb") as handle:
         resident, pages = bench_glm10b.resident_pages(handle.fileno(), path.stat().st_size)
     assert pages > 0 and 0 <= resident <= pages
+
+
+def mapped_file_ranges(folder: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process's memory mappings of files inside ``folder`` (``/proc/self/maps``)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(str(folder)):
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")
+@pytest.mark.parametrize("loader", ["from_pretrained", "load_folder"])
+def test_bf16_folder_loads_as_the_mapped_files_themselves(folders, loader):
+    from flagai_hf.loading import load_folder
+
+    folder = (folders / "st").resolve()
+    model = GLMForConditionalGeneration.from_pretrained(folder) if loader == "from_pretrained" \
+        else load_folder(GLMForConditionalGeneration, folder)
+    ranges = mapped_file_ranges(folder)
+    assert ranges
+    params = dict(model.named_parameters())
+    assert {p.dtype for p in params.values()} == {torch.bfloat16}  # no float32 detour
+    copied = [name for name, p in params.items() if not any(a <= p.data_ptr() < b for a, b in ranges)]
+    assert copied == []  # every parameter is a view of a shard's mapping: no second copy
