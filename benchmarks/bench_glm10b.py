@@ -28,8 +28,8 @@ copy is deleted as soon as it is not needed: at most two copies of the weights e
 4. ``megatron``: the same weights as THUDM's 4-way ``mp_rank_0X_model_states.pt`` (written after the safetensors
    folder is deleted), converted by ``conversion/convert_glm_megatron.py`` (peak RSS; target <= 4 GB), then the
    2-layer slice check: logits (fp32) of our model built from the converted folder's layers 0-1 against a plain-torch
-   forward of the spec's equations (in fp64) on tensors merged here from the four shards (<= 1e-5). The Megatron source is then
-   deleted and every converted tensor compared with the writer's values.
+   forward of the spec's equations (in fp64) on tensors merged here from the four shards (<= 1e-5). The Megatron
+   source is then deleted and every converted tensor compared with the writer's values.
 """
 
 from __future__ import annotations
@@ -440,7 +440,7 @@ def main(argv=None) -> None:
         if "load" not in args.skip:
             results["load"] = run_loading(me, folder, size)
         if "generate" not in args.skip:
-            results["generate"] = run_generation(me, folder, spec, size)
+            results["generate"] = run_generation(me, folder, spec)
         shutil.rmtree(folder, ignore_errors=True)
         if "megatron" not in args.skip:
             results["megatron"] = run_megatron(me, root, spec, size_args, args.max_shard_size)
@@ -473,15 +473,15 @@ def run_loading(me: str, folder: Path, size: int) -> dict:
     return results
 
 
-def run_generation(me: str, folder: Path, spec: dict, size: int) -> dict:
+def run_generation(me: str, folder: Path, spec: dict) -> dict:
     step = run_child([me, CHILD_FLAG, "generate", str(folder), json.dumps(spec)], "generate")
     per_token = step["next_token_s_median"]
     print(f"generate {spec['context']}+{spec['new_tokens']} bf16 batch 1, cache, "
           f"{'packed' if spec['pack'] else 'plain'} linears ({step['packed_layers']}): first token "
           f"{step['first_token_s']:.2f} s, then {per_token:.3f} s/token = {step['tokens_per_s_after_first']:.2f} "
-          f"tokens/s ({step['weights'] / per_token / GB:.1f} GB/s of weights); load + pack {step['prepare_seconds']:.1f}"
-          f" s; peak RSS {step['peak_rss'] / GB:.2f} GB, at the end {step['rss_end']['VmRSS'] / GB:.2f} GB (file "
-          f"{step['rss_end']['RssFile'] / GB:.2f} GB); {load_text()}")
+          f"tokens/s ({step['weights'] / per_token / GB:.1f} GB/s of weights); load + pack "
+          f"{step['prepare_seconds']:.1f} s; peak RSS {step['peak_rss'] / GB:.2f} GB, at the end "
+          f"{step['rss_end']['VmRSS'] / GB:.2f} GB (file {step['rss_end']['RssFile'] / GB:.2f} GB); {load_text()}")
     print(f"check: first {spec['check_steps']} tokens {'equal' if step['tokens_equal'] else 'DIFFER'} to "
           f"generate(use_cache=False) ({step['check_seconds']:.1f} s), logits differ by <= "
           f"{step['check_logit_diff']:.3g}; tokens {step['tokens'][:8]}... recomputed {step['check_tokens']}")
@@ -502,9 +502,9 @@ def run_megatron(me: str, root: Path, spec: dict, size_args: list[str], max_shar
           f"major faults {convert['major_faults']}; {load_text()}")
     check = run_child([me, CHILD_FLAG, "slice", str(source), str(converted), json.dumps(spec)], "slice check")
     print(f"2-layer slice, {check['tokens']} tokens: converted (fp32) vs spec forward (fp64) on the merged shards, "
-          f"max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5; the "
-          f"same equations in fp32 differ from fp64 by {check['plain_fp32_diff']:.3g}, our model with F.linear instead of "
-          f"oneDNN by {check['aten_linear_diff']:.3g}); peak RSS "
+          f"max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5; "
+          f"the same equations in fp32 differ from fp64 by {check['plain_fp32_diff']:.3g}, our model with F.linear "
+          f"instead of oneDNN by {check['aten_linear_diff']:.3g}); peak RSS "
           f"{check['peak_rss'] / GB:.2f} GB; {load_text()}")
     shutil.rmtree(source, ignore_errors=True)
     verify = run_child([me, CHILD_FLAG, "verify", str(converted), json.dumps(spec)], "verify")

@@ -15,7 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_glm10b  # noqa: E402
 import bench_glm10b_write as writer  # noqa: E402
 
-from flagai_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
+from flagai_hf import GLMForConditionalGeneration  # noqa: E402
 from flagai_hf.models.glm.megatron import MegatronShards  # noqa: E402
 from flagai_hf.shards import read_sharded_safetensors  # noqa: E402
 
