@@ -502,7 +502,8 @@ def run_megatron(me: str, root: Path, spec: dict, size_args: list[str], max_shar
           f"major faults {convert['major_faults']}; {load_text()}")
     check = run_child([me, CHILD_FLAG, "slice", str(source), str(converted), json.dumps(spec)], "slice check")
     print(f"{check['layers']}-layer slice, {check['tokens']} tokens: converted (fp32) vs spec forward (fp64) on the "
-          f"merged shards, max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; target <= 1e-5; "
+          f"merged shards, max |logit diff| {check['max_abs_diff']:.3g} (logits up to {check['logit_scale']:.3g}; "
+          f"target <= 1e-5; "
           f"the same equations in fp32 differ from fp64 by {check['plain_fp32_diff']:.3g}, our model with F.linear "
           f"instead of oneDNN by {check['aten_linear_diff']:.3g}); peak RSS "
           f"{check['peak_rss'] / GB:.2f} GB; {load_text()}")
