@@ -94,6 +94,10 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
     The model is built with its parameters on the meta device (no memory, no random initialisation) and the
     checkpoint's tensors are assigned in place, so loading costs about the read; only the parameters the checkpoint
     lacks (new heads) are allocated and initialised with the model's ``_init_weights``.
+
+    ``dtype=None`` (or ``"auto"``, transformers' default) keeps the checkpoint's dtype when all its floating tensors
+    share one 16- or 32-bit dtype, so a bf16 checkpoint loads as the memory-mapped bf16 tensors themselves, with no
+    float32 copy; other checkpoints (float64, mixed dtypes) load in float32. Give ``dtype`` to cast.
     """
     folder = Path(folder)
     dtype = kwargs.pop("torch_dtype", dtype)
@@ -109,12 +113,22 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
 
     config = cls.config_class.from_flagai_dict(config_dict, source=str(folder / "config.json"), **kwargs)
     state_dict = family.keymap.convert(read_weights(folder, family.weight_readers, config))
+    if dtype is None or dtype == "auto":
+        dtype = checkpoint_dtype(state_dict)
     _untie_if_checkpoint_differs(cls, config, state_dict)
     with hf_init.no_init_weights(), _parameters_on_meta():
         model = cls(config)
     _load_into(model, state_dict, family, folder, dtype=dtype)
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def checkpoint_dtype(state_dict: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype ``load_folder`` gives a model by default: the checkpoint's floating dtype when every floating tensor
+    has the same one and it is bf16, fp16 or fp32; float32 otherwise (float64, or a mix)."""
+    found = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
+    single = found.pop() if len(found) == 1 else None
+    return single if single in (torch.bfloat16, torch.float16, torch.float32) else torch.float32
 
 
 def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) -> dict[str, torch.Tensor]:

@@ -6,9 +6,10 @@
   an absolute path, a symlink out), a tensor the index maps to a shard that lacks it, or a tensor found in a shard
   the index does not name for it is an error naming the entry.
 - ``write_sharded_safetensors(folder, tensors, produce)``: write a folder shard by shard from a plan (a state dict
-  of meta tensors: names, shapes, dtypes) and a function that produces one real tensor at a time, so that at most
-  one shard's tensors are in memory (used by the Megatron converter and the GLM-10b benchmark writers). The shard
-  plan and file names are huggingface_hub's (``split_torch_state_dict_into_shards``), as in ``save_pretrained``.
+  of meta tensors: names, shapes, dtypes) and a function that produces one real tensor at a time. Each shard's
+  header is written from the plan first and every tensor is appended as soon as it is produced, so at most one tensor
+  is in memory (used by the Megatron converter and the GLM-10b benchmark writers). The shard plan and file names are
+  huggingface_hub's (``split_torch_state_dict_into_shards``), as in ``save_pretrained``.
 """
 
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import _TYPES as SAFETENSORS_DTYPES
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -92,21 +93,49 @@ def read_sharded_safetensors(folder: Path) -> dict[str, torch.Tensor]:
 def write_sharded_safetensors(folder: Path, plan: dict[str, torch.Tensor], produce: Callable[[str], torch.Tensor],
                               max_shard_size: int | str = "2GB") -> dict:
     """Write the tensors of ``plan`` (name -> a tensor, typically on the meta device, giving shape and dtype) to
-    ``folder`` as sharded safetensors plus the index, asking ``produce(name)`` for each real tensor, one shard at a
-    time; returns the index. A single shard is written as ``model.safetensors`` (no index), as transformers does."""
+    ``folder`` as sharded safetensors plus the index, asking ``produce(name)`` for each real tensor and writing it out
+    at once (one tensor in memory at a time); returns the index. A single shard is written as ``model.safetensors``
+    (no index), as transformers does."""
     folder.mkdir(parents=True, exist_ok=True)
     split = split_torch_state_dict_into_shards(plan, max_shard_size=max_shard_size)
     for filename, names in split.filename_to_tensors.items():
-        shard = {}
-        for name in names:
-            tensor = produce(name)
-            if tensor.shape != plan[name].shape or tensor.dtype != plan[name].dtype:
-                raise ValueError(f"{name}: produced {tuple(tensor.shape)} {tensor.dtype}, planned "
-                                 f"{tuple(plan[name].shape)} {plan[name].dtype}")
-            shard[name] = tensor.contiguous()
-        save_file(shard, folder / filename, metadata={"format": "pt"})
-        del shard
+        write_safetensors_streaming(folder / filename, {name: plan[name] for name in names}, produce)
     index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
     if split.is_sharded:
         (folder / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
+
+
+_DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors_streaming(path: Path, plan: dict[str, torch.Tensor], produce: Callable[[str], torch.Tensor],
+                                metadata: dict[str, str] | None = None) -> None:
+    """One safetensors file holding the tensors of ``plan`` (in its order), written as they are produced: the header
+    (the format's 8-byte little-endian length, then JSON with each tensor's dtype, shape and byte range, padded to 8
+    bytes) comes from the plan, then each ``produce(name)`` is checked against it and appended."""
+    header, offset = {"__metadata__": metadata or {"format": "pt"}}, 0
+    for name, tensor in plan.items():
+        if tensor.dtype not in _DTYPE_NAMES:
+            raise ValueError(f"{name}: safetensors cannot store {tensor.dtype}")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little") + encoded)
+        for name, planned in plan.items():
+            tensor = produce(name)
+            if tensor.shape != planned.shape or tensor.dtype != planned.dtype:
+                raise ValueError(f"{name}: produced {tuple(tensor.shape)} {tensor.dtype}, planned "
+                                 f"{tuple(planned.shape)} {planned.dtype}")
+            handle.write(tensor_bytes(tensor))
+            del tensor
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw (little-endian, C-order) bytes of a CPU tensor, without a copy when it is contiguous."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")

@@ -15,7 +15,20 @@ anyway, float64) is ``F.linear``. Results equal ``F.linear``'s up to fp32 summat
 
 ``use_onednn_for_cpu(False)`` turns the path off for the whole process (every call then runs ``F.linear``), e.g. to
 compare kernels or to get results bitwise identical to a plain ``nn.Linear`` model; it is read at call time.
+
+bfloat16 inference on CPU: batch-1 decoding of a large model is one matrix-vector product per weight, bound by how
+fast the weights stream from memory. With row-major bf16 weights oneDNN reads them at a fraction of the machine's
+bandwidth; in its own blocked layout (``AB16b64a2b``: 64 output rows x 32 inputs per block, input pairs interleaved)
+it reads them at about the bandwidth (GLM-10b layers on the measured machine: benchmarks/README.md).
+``packed_linear_weights(model)`` (a context manager; or ``pack_linear_weights`` / ``unpack_linear_weights``) puts
+every ``Linear`` weight of a model that is a CPU bf16 tensor, not shared with another module, into that layout in
+place (one weight at a time, so memory grows by one weight at most), and back. Packed layers are inference-only
+(their parameters are frozen while packed, and a forward that needs gradients is refused); ``linear`` sends them to
+oneDNN's kernel. Their state dict holds oneDNN tensors, so save after unpacking. Other layers are unaffected.
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -81,7 +94,9 @@ class _OneDNNLinearFunction(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight^T + bias`` for ``x`` (..., in), ``weight`` (out, in), ``bias`` (out,) -> (..., out): ``F.linear``,
-    with the forward through oneDNN for CPU float32 (see the module docstring)."""
+    with the forward through oneDNN for CPU float32 and for packed bf16 weights (see the module docstring)."""
+    if weight.is_mkldnn:
+        return _packed_linear(x, weight, bias)
     if not _takes_onednn_path(x, weight):
         return nn.functional.linear(x, weight, bias)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
@@ -96,3 +111,76 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         return linear(x, self.weight, self.bias)
+
+
+def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``linear`` for a weight in oneDNN's blocked layout (``pack_linear_weights``): inference only."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError("This linear layer's weight is packed for oneDNN inference (pack_linear_weights) and has "
+                           "no gradient: unpack it (unpack_linear_weights) to train")
+    if x.dtype != weight.dtype or x.device.type != "cpu":
+        raise ValueError(f"A packed {weight.dtype} linear weight (pack_linear_weights) takes CPU {weight.dtype} "
+                         f"inputs; got {x.device.type} {x.dtype}")
+    flat = x.reshape(-1, x.shape[-1])  # (N, in): oneDNN's 2-D product, also for (..., in) inputs
+    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")  # (N, out)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def _packable(model: nn.Module) -> Iterator[Linear]:
+    """The ``Linear`` layers of ``model`` whose weight is a plain CPU bf16 tensor that no other module shares (a tied
+    output projection is also read as an embedding table, so it keeps its layout)."""
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for param in module._parameters.values():
+            if param is not None:
+                owners[id(param)] = owners.get(id(param), 0) + 1
+    for module in model.modules():
+        weight = module._parameters.get("weight") if isinstance(module, Linear) else None
+        if (weight is not None and not weight.is_mkldnn and type(weight) in _PLAIN_TENSORS
+                and weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and owners[id(weight)] == 1):
+            yield module
+
+
+def pack_linear_weights(model: nn.Module) -> int:
+    """Put the bf16 CPU ``Linear`` weights of ``model`` into oneDNN's blocked layout for batch-1 inference, one at a
+    time (see the module docstring); their parameters are frozen until ``unpack_linear_weights``. Returns how many
+    layers were packed (0 without oneDNN bf16 support, e.g. a CPU without AVX-512)."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return 0
+    packed = 0
+    for module in list(_packable(model)):
+        module._unpacked_requires_grad = {name: param.requires_grad for name, param in module.named_parameters()}
+        with torch.no_grad():
+            blocked = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 1)  # batch-size hint 1
+        module.weight = nn.Parameter(blocked, requires_grad=False)
+        module.requires_grad_(False)
+        packed += 1
+    return packed
+
+
+def unpack_linear_weights(model: nn.Module) -> int:
+    """Undo ``pack_linear_weights``: every packed weight back to a plain (out, in) tensor (a new copy, one at a time),
+    trainable again as before. Returns how many layers were unpacked."""
+    unpacked = 0
+    for module in model.modules():
+        weight = module._parameters.get("weight") if isinstance(module, Linear) else None
+        if weight is None or not weight.is_mkldnn:
+            continue
+        requires_grad = getattr(module, "_unpacked_requires_grad", {})
+        module.weight = nn.Parameter(weight.to_dense(), requires_grad=requires_grad.get("weight", True))
+        for name, param in module.named_parameters():
+            param.requires_grad_(requires_grad.get(name, True))
+        module.__dict__.pop("_unpacked_requires_grad", None)
+        unpacked += 1
+    return unpacked
+
+
+@contextmanager
+def packed_linear_weights(model: nn.Module):
+    """``with packed_linear_weights(model): model.generate(...)``: bf16 CPU linear weights packed for oneDNN within
+    the block, plain again after it (see ``pack_linear_weights``). Yields the number of packed layers."""
+    count = pack_linear_weights(model)
+    try:
+        yield count
+    finally:
+        unpack_linear_weights(model)

@@ -157,3 +157,74 @@ def test_tensor_subclasses_run_f_linear():
     assert op.call_count == 0
     assert torch.equal(ours.as_subclass(torch.Tensor), reference(x)) and torch.equal(also.as_subclass(torch.Tensor),
                                                                                      reference(x))
+
+
+# ------------------------------------------------------------------ bf16 weights packed for oneDNN (pack_linear_weights)
+
+needs_onednn_bf16 = pytest.mark.skipif(
+    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    reason="oneDNN bf16 kernels need AVX-512 (or newer) on this CPU")
+
+
+class _Tied(nn.Module):
+    """A bf16 block with a projection whose weight is also an embedding table (like a tied output head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Linear(48, 80)
+        self.outer = Linear(80, 48)
+        self.embedding = nn.Embedding(48, 80)
+        self.head = Linear(80, 48, bias=False)
+        self.head.weight = self.embedding.weight  # (48, 80): shared
+        self.plain = nn.Linear(48, 48)  # torch's own module: never packed (its forward is F.linear)
+
+
+@needs_onednn_bf16
+@pytest.mark.parametrize("shape", [(1, 48), (3, 7, 48), (48,), (0, 48)])
+def test_packed_bf16_layer_equals_f_linear(shape):
+    layer, reference = make_layer()
+    layer, reference = layer.to(torch.bfloat16), reference.to(torch.bfloat16)
+    x = torch.randn(shape, dtype=torch.bfloat16)
+    with linear_module.packed_linear_weights(layer) as count, torch.inference_mode():
+        assert count == 1 and layer.weight.is_mkldnn and not layer.weight.requires_grad
+        ours = layer(x)
+    assert ours.shape == reference(x).shape and ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), reference(x).float(), rtol=1e-2, atol=1e-2)  # bf16 rounding at most
+    assert not layer.weight.is_mkldnn and torch.equal(layer.weight, reference.weight)  # unpacked bitwise
+    assert layer.weight.requires_grad and layer.bias.requires_grad
+
+
+@needs_onednn_bf16
+def test_packing_skips_shared_fp32_and_torch_modules_and_refuses_training():
+    model = _Tied().to(torch.bfloat16)
+    model.inner.float()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert linear_module.pack_linear_weights(model) == 1  # only `outer`: inner is fp32, head is tied
+    assert model.outer.weight.is_mkldnn and not model.head.weight.is_mkldnn and not model.plain.weight.is_mkldnn
+    assert model.head.weight is model.embedding.weight
+    x = torch.randn(2, 80, dtype=torch.bfloat16, requires_grad=True)
+    with pytest.raises(RuntimeError, match="packed for oneDNN inference .* unpack it"):
+        model.outer(x)
+    with pytest.raises(ValueError, match="takes CPU torch.bfloat16 inputs; got cpu torch.float32"), torch.no_grad():
+        model.outer(x.detach().float())
+    assert linear_module.unpack_linear_weights(model) == 1
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+@needs_onednn_bf16
+def test_packed_glm_generates_the_plain_tokens():
+    from flagai_hf import GLMConfig, GLMForConditionalGeneration
+
+    model = GLMForConditionalGeneration(GLMConfig(vocab_size=96, hidden_size=64, num_layers=2, num_attention_heads=4,
+                                                  max_sequence_length=32, pad_token_id=0, eos_token_id=None,
+                                                  sop_token_id=5, mask_token_ids=[3])).to(torch.bfloat16).eval()
+    ids = torch.randint(6, 96, (1, 9))
+    with torch.inference_mode():
+        plain = model(ids).logits
+        plain_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
+        with linear_module.packed_linear_weights(model) as count:
+            packed = model(ids).logits
+            packed_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert count == 8  # 2 blocks x (query_key_value, dense, dense_h_to_4h, dense_4h_to_h); the output head is tied
+    torch.testing.assert_close(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
+    assert torch.equal(packed_tokens, plain_tokens)

@@ -226,11 +226,11 @@ class MegatronShards:
             tensor = tensor.clone()  # rank 0's part itself: a copy, not the mapping whose pages are handed back
         for part, mapped in zip(parts, self.mapped):
             if mapped:
-                _release_mapped_pages(part)
+                release_mapped_pages(part)
         return tensor
 
 
-def _release_mapped_pages(tensor: torch.Tensor) -> None:
+def release_mapped_pages(tensor: torch.Tensor) -> None:
     """Drop the resident pages of a tensor that ``torch.load(mmap=True)`` mapped from its file (a private,
     never-written mapping: reading them again later re-reads the file, so values are unchanged)."""
     madvise = getattr(_LIBC, "madvise", None)

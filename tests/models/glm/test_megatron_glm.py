@@ -149,7 +149,8 @@ def test_from_pretrain_loads_a_megatron_folder(tmp_path, model, world_size, layo
 def test_half_precision_shards(tmp_path, model):
     shards = [{k: v.half() for k, v in shard.items()} for shard in megatron_split(thudm_state_dict(model), 2)]
     write_megatron(tmp_path / "fp16", shards)
-    loaded = GLMForConditionalGeneration.from_pretrain(tmp_path, "fp16")
+    assert GLMForConditionalGeneration.from_pretrain(tmp_path, "fp16").dtype == torch.float16  # the checkpoint's
+    loaded = GLMForConditionalGeneration.from_pretrain(tmp_path, "fp16", dtype=torch.float32)
     reference = GLMForConditionalGeneration(GLMConfig(**TINY)).eval()
     reference.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     ids = torch.randint(6, 64, (1, 5))
