@@ -8,7 +8,12 @@ Reads FlagAI's keys (``num_layers``, ``max_sequence_length``, ``embedding_dropou
 were trained with (FlagAI, THUDM) — or ``"gelu"``, the exact GELU of the Hub remote code.
 
 Special ids default to the Chinese layout of the Hub (``cog-pretrain.model``): ``<|endoftext|>`` 50000 (pad, eos),
-``[MASK]`` 50003, ``<|startofpiece|>`` 50006, ``<|endofpiece|>`` 50007, ``[sMASK]`` 50008, ``[gMASK]`` 50009.
+``[SEP]`` 50001, ``[MASK]`` 50003, ``<|startofpiece|>`` 50006 (sop = ``decoder_start_token_id``: every generated span
+starts with it), ``<|endofpiece|>`` 50007 (eop: ends a span), ``[sMASK]`` 50008, ``[gMASK]`` 50009. GLM English
+(WordPiece) is pad = eos 0, ``[SEP]`` 102, ``[MASK]`` 103, sop 30522, eop 30523, ``[gMASK]`` 30524, ``[sMASK]`` 30525.
+
+One eos story: ``eos_token_id`` is the tokenizer's eos (so ``Trainer`` finds nothing to align and the saved config is
+left as it was), and the generation config stops at eop or eos (``generation_eos_token_ids``: ``[eop, eos]``).
 """
 
 from transformers import PreTrainedConfig
@@ -53,9 +58,12 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         checkpoint_activations: bool = False,
         classifier_dropout: float = 0.1,
         pad_token_id: int | None = 50000,
-        eos_token_id: int | None = 50007,
+        eos_token_id: int | None = 50000,
         bos_token_id: int | None = None,
+        sep_token_id: int | None = 50001,
         sop_token_id: int = 50006,
+        eop_token_id: int | None = 50007,
+        decoder_start_token_id: int | None = None,
         mask_token_ids: tuple[int, ...] | list[int] = (50003, 50008, 50009),
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
@@ -96,7 +104,10 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.bos_token_id = bos_token_id
+        self.sep_token_id = sep_token_id
         self.sop_token_id = sop_token_id
+        self.eop_token_id = eop_token_id
+        self.decoder_start_token_id = sop_token_id if decoder_start_token_id is None else decoder_start_token_id
         self.mask_token_ids = list(mask_token_ids)
         self.tie_word_embeddings = tie_word_embeddings
         self.use_cache = use_cache
@@ -107,3 +118,13 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
                           "num_attention_heads": num_attention_heads,
                           "max_position_embeddings": max_position_embeddings},
                          heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))
+
+    @property
+    def generation_eos_token_ids(self) -> list[int]:
+        """The ids generation stops at: eop (the end of a filled span) then eos, those the vocabulary holds."""
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        ids = []
+        for token_id in (self.eop_token_id, *eos):
+            if isinstance(token_id, int) and 0 <= token_id < self.vocab_size and token_id not in ids:
+                ids.append(token_id)
+        return ids
