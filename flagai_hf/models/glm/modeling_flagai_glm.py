@@ -435,6 +435,12 @@ class GLMForMultipleChoice(GLMPreTrainedModel):
 
         ``s`` is the index of the first ``[SEP]`` (``config.sep_token_id``) before the row's last real token."""
         config = self.config
+        needed = {"sep_token_id": config.sep_token_id, "sop_token_id": config.sop_token_id,
+                  "mask_token_ids": config.mask_token_ids}
+        missing = [name for name, value in needed.items() if value in (None, [])]
+        if missing:
+            raise ValueError(f"The (batch, choices, length) form needs config.{', config.'.join(missing)} (the "
+                             "tokenizer's [SEP], <|startofpiece|> and [MASK] ids)")
         rows, length = input_ids.shape
         device = input_ids.device
         if attention_mask is None:
