@@ -15,22 +15,10 @@ RESULTS.pt: ``{key: {...}}`` with token ids, logits, generated ids, class module
 """
 
 import importlib
-import importlib.abc
 import json
 import sys
 
-
-class BlockFlagAIHF(importlib.abc.MetaPathFinder):
-    """Refuses ``import flagai_hf`` (even when it is installed, e.g. editable in CI)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "flagai_hf" or name.startswith("flagai_hf."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: only the exported files may be used)",
-                                      name=name)
-        return None
-
-
-sys.meta_path.insert(0, BlockFlagAIHF())
+import block_flagai_hf  # noqa: F401  (installs the import blocker before anything else is imported)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
