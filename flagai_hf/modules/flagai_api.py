@@ -175,10 +175,7 @@ class FlagAITokenizerMixin:
         the folder's ``config.json`` (`position_limit`)."""
         tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if kwargs.get("model_max_length") is None and tokenizer.model_max_length >= NO_LENGTH_LIMIT:
-            config_file = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "",
-                                       "config.json")
-            if not os.path.isfile(config_file):
-                config_file = _cached_config(pretrained_model_name_or_path, kwargs)
+            config_file = folder_file(pretrained_model_name_or_path, "config.json", kwargs)
             limit = position_limit(_read_json(config_file)) if config_file else None
             if limit is not None:
                 tokenizer.model_max_length = limit
@@ -236,14 +233,20 @@ def _read_json(path) -> dict | None:
     return content if isinstance(content, dict) else None
 
 
-def _cached_config(repo_id, load_kwargs: dict) -> str | None:
-    """A Hub repo's ``config.json`` (downloaded or cached, as the tokenizer's own files were), or ``None``."""
+def folder_file(folder_or_repo, name: str, load_kwargs: dict) -> str | None:
+    """The path of file ``name`` of a local folder or a Hub repo (downloaded or cached, with the loader's options
+    in ``load_kwargs``), or ``None`` where there is none."""
+    path = os.path.join(str(folder_or_repo), load_kwargs.get("subfolder") or "", name)
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(str(folder_or_repo)):
+        return None
     from transformers.utils import cached_file
 
     options = {key: load_kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder",
-                                                  "force_download", "proxies") if key in load_kwargs}
+                                                  "force_download", "proxies") if load_kwargs.get(key) is not None}
     try:
-        return cached_file(str(repo_id), "config.json", _raise_exceptions_for_missing_entries=False,
+        return cached_file(str(folder_or_repo), name, _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False, **options)
     except (OSError, ValueError):
         return None

@@ -163,10 +163,17 @@ def test_glm_generation_stops_at_eop_and_eos_from_its_defaults(tmp_path):
         (tokenizer.eop_token_id, tokenizer.sep_token_id, tokenizer.sop_token_id)
     assert model.generation_config.eos_token_id == [tokenizer.eop_token_id, tokenizer.eos_token_id]
     model.save_pretrained(tmp_path / "glm")
-    reloaded = AutoModel.from_pretrained(tmp_path / "glm")  # the backbone does not generate: no generation config
-    assert reloaded.config.eos_token_id == 50000
     saved = json.loads((tmp_path / "glm" / "generation_config.json").read_text())
     assert saved["eos_token_id"] == [50007, 50000]
+    # a backbone folder has no generation_config.json: the generating head still gets GLM's stop ids, not config.json's
+    AutoModel.from_pretrained(tmp_path / "glm").save_pretrained(tmp_path / "backbone")
+    assert not (tmp_path / "backbone" / "generation_config.json").exists()
+    head = GLMForConditionalGeneration.from_pretrained(tmp_path / "backbone")
+    assert head.generation_config.eos_token_id == [50007, 50000]
+    edited = GLMForConditionalGeneration(config_of("glm", tokenizer))
+    edited.generation_config.eos_token_id = 50000  # a saved generation config is taken as it is
+    edited.save_pretrained(tmp_path / "edited")
+    assert GLMForConditionalGeneration.from_pretrained(tmp_path / "edited").generation_config.eos_token_id == 50000
 
 
 @pytest.mark.parametrize("vocab_size, expected", [

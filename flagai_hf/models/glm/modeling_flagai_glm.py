@@ -24,7 +24,7 @@ from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import check_ids_in_range
-from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.flagai_api import FlagAIModelMixin, folder_file
 from ...modules.heads import Pooler
 from ...modules.linear import Linear, linear
 from ...modules.mlp import MLP
@@ -145,6 +145,17 @@ class GLMPreTrainedModel(FlagAIModelMixin, PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False  # GLM's 2-D blank-infilling masks are arbitrary
     accepts_loss_kwargs = False
+
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             *args, **kwargs):
+        """transformers' loading of the generation config; a folder without ``generation_config.json`` (a saved
+        ``GLMModel``, a FlagAI or THUDM folder) gets GLM's defaults (`GLMGenerationConfig`), not a copy of
+        ``config.json``, which has no place for the eop stop id."""
+        super().adjust_generation_fn(generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                                     *args, **kwargs)
+        if generation_config is None and pretrained_model_name_or_path is not None and folder_file(
+                pretrained_model_name_or_path, "generation_config.json", kwargs) is None:
+            self.generation_config = GLMGenerationConfig.from_model_config(self.config)
 
 
 class GLMModel(GLMPreTrainedModel):
