@@ -1,7 +1,9 @@
 """The special ids a saved folder declares (config.json, generation_config.json, the tokenizer) and where they
-disagree the way ``Trainer`` would "align" them. Imports transformers only, so the flagai_hf-free worker uses it too."""
+disagree the way ``Trainer`` would "align" them; `Messages` collects transformers' warnings. Imports transformers only,
+so the flagai_hf-free worker uses it too."""
 
 import json
+import logging
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -46,3 +48,14 @@ def disagreements(ids: dict) -> list[str]:
             if token_id not in declared:
                 found.append(f"tokenizer {key} {token_id} not in the {part}'s {declared}")
     return found
+
+
+class Messages(logging.Handler):
+    """Collects the messages transformers logs (its loggers do not propagate to the root logger)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())

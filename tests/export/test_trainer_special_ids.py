@@ -12,7 +12,7 @@ import pytest
 import torch
 from export_fixtures import config_of, tokenizer_of, worker_env
 from material import english_vocab, gpt2_vocab_files
-from special_ids import disagreements, special_ids
+from special_ids import Messages, disagreements, special_ids
 from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
 from flagai_hf import (
@@ -39,15 +39,6 @@ EN = ["the capital of china is beijing", "shanghai is a big city", "the weather 
 def one_thread():
     """Tiny models on a shared 2-core machine: one thread is fastest (restored by conftest)."""
     torch.set_num_threads(1)
-
-
-class Messages(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 def test_glue_pairs_and_swag_choices_train_without_flagai_hf(tmp_path):

@@ -18,7 +18,6 @@ min(tokenizer.model_max_length, 1024)``, ``DataCollatorForMultipleChoice``). Eac
 the special ids of the source and saved folders (`special_ids`) and transformers' warnings.
 """
 
-import importlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ import sys
 
 import block_flagai_hf  # noqa: F401  (installs the flagai_hf import blocker, as in remote_code_worker)
 
-from special_ids import disagreements, special_ids  # noqa: E402
+from special_ids import Messages, disagreements, special_ids  # noqa: E402
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
@@ -39,17 +38,6 @@ from transformers import (  # noqa: E402
     TrainingArguments,
     default_data_collator,
 )
-
-
-class Messages(logging.Handler):
-    """Collects the messages transformers logs (its loggers do not propagate to the root logger)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 def arguments(output: str) -> TrainingArguments:
@@ -100,12 +88,7 @@ def train(model, tokenizer, rows, collator, output: str, max_seq_length: int) ->
 
 
 def main(job_file: str, results_file: str) -> None:
-    try:
-        importlib.import_module("flagai_hf")
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("flagai_hf is importable: the check would not test the exported files")
+    block_flagai_hf.check_blocked()
     job = json.load(open(job_file, encoding="utf-8"))
     handler = Messages()
     logging.getLogger("transformers").addHandler(handler)
