@@ -110,7 +110,8 @@ def glm_en():
     torch.manual_seed(0)
     config = GLMConfig(vocab_size=30592, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-                       eos_token_id=tokenizer.eop_token_id, sop_token_id=tokenizer.sop_token_id,
+                       eos_token_id=tokenizer.eos_token_id, eop_token_id=tokenizer.eop_token_id,
+                       sep_token_id=tokenizer.sep_token_id, sop_token_id=tokenizer.sop_token_id,
                        mask_token_ids=tokenizer.mask_token_ids)
     return GLMForConditionalGeneration(config).eval(), tokenizer
 

@@ -156,9 +156,9 @@ def build_model(args, tokenizer) -> GLMForConditionalGeneration:
         attention_dropout_prob=args.dropout,
         output_dropout_prob=args.dropout,
         pad_token_id=tokenizer.pad_token_id,
-        # Spans end with <|endofpiece|>; listing <|endoftext|> (the tokenizer's eos) too keeps Trainer from replacing
-        # the config's eos with the tokenizer's ("The tokenizer has new PAD/BOS/EOS tokens ...").
-        eos_token_id=[tokenizer.eop_token_id, tokenizer.eos_token_id],
+        eos_token_id=tokenizer.eos_token_id,  # the tokenizer's: Trainer has nothing to align
+        eop_token_id=tokenizer.eop_token_id,  # spans end with <|endofpiece|>: generation stops at [eop, eos]
+        sep_token_id=tokenizer.sep_token_id,
         sop_token_id=tokenizer.sop_token_id,
         mask_token_ids=tokenizer.mask_token_ids,
     )

@@ -97,7 +97,9 @@ def export_for_hub(model, folder: str | Path, tokenizer=None, repo_id: str | Non
 
     model.save_pretrained(folder, hub_ready=False)
     if not (folder / "generation_config.json").is_file():
-        GenerationConfig.from_model_config(model.config).save_pretrained(folder)
+        # the family's defaults (GLM: stop at eop or eos), also for heads that do not generate themselves
+        generation_config_class = getattr(model, "generation_config_class", GenerationConfig)
+        generation_config_class.from_model_config(model.config).save_pretrained(folder)
     code_files = write_model_code(model, folder)
     if tokenizer is not None:
         if type(tokenizer).__module__.startswith(PACKAGE_NAME + "."):

@@ -9,6 +9,10 @@
 - ``save_pretrained`` of every model and tokenizer writes a Hub-ready folder by default: ``auto_map`` entries and
   the flattened source files (``flagai_hf.export.hub_folder``), so the folder loads with ``trust_remote_code=True``
   where flagai_hf is not installed; ``save_pretrained(folder, hub_ready=False)`` writes transformers' files only.
+- Tokenizers know the model's input limit: a tokenizer saved alongside a model (the folder holds both files) gets
+  ``model_max_length`` from the config's position table (``max_position_embeddings`` / ``max_sequence_length`` /
+  ``n_positions``) unless it has its own, and ``from_pretrained`` of a folder whose tokenizer has none reads it from
+  the folder's ``config.json`` (`position_limit`), instead of transformers' "no limit" 1e30.
 - ``FlagAIModelMixin.flagai_kwargs``: FlagAI's ``segment_ids`` name for ``token_type_ids``; other unknown forward
   kwargs are ignored with a warning, once per class and set of names.
 """
@@ -19,6 +23,11 @@ import os
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
+
+# transformers' "no limit" model_max_length (tokenization_utils_base.VERY_LARGE_INTEGER).
+NO_LENGTH_LIMIT = int(1e30)
+# config.json keys holding the rows of a model's position table: BERT / GLM (FlagAI's name for GLM), GPT2.
+POSITION_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions")
 
 # Keyword arguments transformers' machinery (Trainer, generate, pipelines) passes that our forwards don't need.
 IGNORED_QUIETLY = {"output_attentions", "return_dict", "num_items_in_batch", "use_cache"}
@@ -125,6 +134,8 @@ class FlagAIModelMixin:
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if hub_ready and _is_main_process(kwargs):
             _write_remote_code("write_model_code", self, save_directory)
+        if _is_main_process(kwargs):
+            limit_saved_tokenizer(save_directory)
         return result
 
     def post_init(self):
@@ -155,7 +166,20 @@ class FlagAITokenizerMixin:
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if hub_ready:
             _write_remote_code("write_tokenizer_code", self, save_directory)
+        limit_saved_tokenizer(save_directory)
         return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader; a tokenizer without a ``model_max_length`` of its own gets the position table size of
+        the folder's ``config.json`` (`position_limit`)."""
+        tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if kwargs.get("model_max_length") is None and tokenizer.model_max_length >= NO_LENGTH_LIMIT:
+            config_file = folder_file(pretrained_model_name_or_path, "config.json", kwargs)
+            limit = position_limit(_read_json(config_file)) if config_file else None
+            if limit is not None:
+                tokenizer.model_max_length = limit
+        return tokenizer
 
     @classmethod
     def from_pretrain(cls, download_path: str | os.PathLike = "./checkpoints", model_name: str | None = None,
@@ -169,6 +193,63 @@ class FlagAITokenizerMixin:
                 "from_pretrain needs the flagai_hf package (pip install flagai_hf); use from_pretrained otherwise"
             ) from error
         return cls.from_pretrained(download_folder(download_path, model_name, kwargs), **kwargs)
+
+
+def position_limit(config: dict | None) -> int | None:
+    """The longest input a model's position table takes, from its ``config.json`` content (``None``: no table, e.g.
+    T5's relative positions, or no config). GLM's tables have one more row than ``max_sequence_length``, for the
+    block positions of a span that follows a full-length context; the limit is ``max_sequence_length``."""
+    if not isinstance(config, dict):
+        return None
+    for key in POSITION_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def limit_saved_tokenizer(folder) -> None:
+    """Give the tokenizer saved in ``folder`` the position limit of the model saved there (whichever was saved first),
+    unless it has a limit of its own."""
+    tokenizer_file = os.path.join(str(folder), "tokenizer_config.json")
+    tokenizer_config = _read_json(tokenizer_file)
+    limit = position_limit(_read_json(os.path.join(str(folder), "config.json")))
+    if tokenizer_config is None or limit is None:
+        return
+    current = tokenizer_config.get("model_max_length")
+    if current is not None and current < NO_LENGTH_LIMIT:
+        return
+    tokenizer_config["model_max_length"] = limit
+    with open(tokenizer_file, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(tokenizer_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _read_json(path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def folder_file(folder_or_repo, name: str, load_kwargs: dict) -> str | None:
+    """The path of file ``name`` of a local folder or a Hub repo (downloaded or cached, with the loader's options
+    in ``load_kwargs``), or ``None`` where there is none."""
+    path = os.path.join(str(folder_or_repo), load_kwargs.get("subfolder") or "", name)
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(str(folder_or_repo)):
+        return None
+    from transformers.utils import cached_file
+
+    options = {key: load_kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder",
+                                                  "force_download", "proxies") if load_kwargs.get(key) is not None}
+    try:
+        return cached_file(str(folder_or_repo), name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **options)
+    except (OSError, ValueError):
+        return None
 
 
 def _is_main_process(save_kwargs: dict) -> bool:

@@ -49,7 +49,8 @@ def _bert(tokenizer):
 
 def _glm(tokenizer, vocab_size):
     config = GLMConfig(vocab_size=vocab_size, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                       eos_token_id=tokenizer.eop_token_id, sop_token_id=tokenizer.sop_token_id,
+                       eos_token_id=tokenizer.eos_token_id, eop_token_id=tokenizer.eop_token_id,
+                       sep_token_id=tokenizer.sep_token_id, sop_token_id=tokenizer.sop_token_id,
                        mask_token_ids=tokenizer.mask_token_ids, **TINY)
     return GLMModel(config)
 

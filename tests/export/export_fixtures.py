@@ -46,7 +46,8 @@ def config_of(family: str, tokenizer):
     if family == "glm":
         return GLMConfig(vocab_size=50048, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eop_token_id, sop_token_id=tokenizer.sop_token_id,
+                         eos_token_id=tokenizer.eos_token_id, eop_token_id=tokenizer.eop_token_id,
+                         sep_token_id=tokenizer.sep_token_id, sop_token_id=tokenizer.sop_token_id,
                          mask_token_ids=tokenizer.mask_token_ids, num_labels=2)
     if family == "gpt2":
         return FlagAIGPT2Config(vocab_size=50257, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=50256,

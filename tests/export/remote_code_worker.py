@@ -14,23 +14,10 @@ JOB.json::
 RESULTS.pt: ``{key: {...}}`` with token ids, logits, generated ids, class module names and pipeline outputs.
 """
 
-import importlib
-import importlib.abc
 import json
 import sys
 
-
-class BlockFlagAIHF(importlib.abc.MetaPathFinder):
-    """Refuses ``import flagai_hf`` (even when it is installed, e.g. editable in CI)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "flagai_hf" or name.startswith("flagai_hf."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: only the exported files may be used)",
-                                      name=name)
-        return None
-
-
-sys.meta_path.insert(0, BlockFlagAIHF())
+import block_flagai_hf  # noqa: F401  (installs the import blocker before anything else is imported)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -49,12 +36,7 @@ def plain(value):
 
 
 def main(job_file: str, results_file: str) -> None:
-    try:
-        importlib.import_module("flagai_hf")
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("flagai_hf is importable: the check would not test the exported files")
+    block_flagai_hf.check_blocked()
     job = json.load(open(job_file, encoding="utf-8"))
     results = {}
     torch.manual_seed(0)

@@ -7,8 +7,16 @@ Reads FlagAI's keys (``num_layers``, ``max_sequence_length``, ``embedding_dropou
 (``num_hidden_layers``, ...). ``hidden_act`` is ``"gelu_tanh"`` by default — the tanh GELU the released checkpoints
 were trained with (FlagAI, THUDM) — or ``"gelu"``, the exact GELU of the Hub remote code.
 
-Special ids default to the Chinese layout of the Hub (``cog-pretrain.model``): ``<|endoftext|>`` 50000 (pad, eos),
-``[MASK]`` 50003, ``<|startofpiece|>`` 50006, ``<|endofpiece|>`` 50007, ``[sMASK]`` 50008, ``[gMASK]`` 50009.
+Special ids not given default to the layout of the vocabulary (GLM spec §7), told apart by ``vocab_size`` as FlagAI's
+and THUDM's configs carry no ids (`SPECIAL_ID_LAYOUTS`): 30592 rows is GLM's English WordPiece (pad = eos ``[PAD]`` 0,
+``[SEP]`` 102, ``[MASK]`` 103, sop 30522, eop 30523, ``[gMASK]`` 30524, ``[sMASK]`` 30525), 50304 GPT-2 BPE (pad =
+eos 50256, sop 50257, eop 50258, ``[MASK]`` 50260, ``[SEP]`` 50261, ``[gMASK]`` 50263, ``[sMASK]`` 50264), anything
+else the Chinese layout of the Hub (``cog-pretrain.model``): pad = eos ``<|endoftext|>`` 50000, ``[SEP]`` 50001,
+``[MASK]`` 50003, sop ``<|startofpiece|>`` 50006, eop ``<|endofpiece|>`` 50007, ``[sMASK]`` 50008, ``[gMASK]`` 50009.
+``decoder_start_token_id`` is sop: every generated span starts with it.
+
+One eos story: ``eos_token_id`` is the tokenizer's eos (so ``Trainer`` finds nothing to align and the saved config is
+left as it was), and the generation config stops at eop or eos (``generation_eos_token_ids``: ``[eop, eos]``).
 """
 
 from transformers import PreTrainedConfig
@@ -20,9 +28,20 @@ from ...modules.flagai_api import FlagAIConfigMixin
 UNUSED_FLAGAI_KEYS = ("parallel_output", "checkpoint_num_layers", "spell_func", "spell_length", "pool_token")
 
 
+# The special ids of each GLM vocabulary (GLM spec §7), keyed by the embedding's rows; other sizes: the Chinese ones.
+CHINESE_IDS = {"pad_token_id": 50000, "eos_token_id": 50000, "sep_token_id": 50001, "sop_token_id": 50006,
+               "eop_token_id": 50007, "mask_token_ids": (50003, 50008, 50009)}
+SPECIAL_ID_LAYOUTS = {
+    30592: {"pad_token_id": 0, "eos_token_id": 0, "sep_token_id": 102, "sop_token_id": 30522, "eop_token_id": 30523,
+            "mask_token_ids": (103, 30525, 30524)},  # bert-base-uncased WordPiece + GLM tokens (GLM-large-en)
+    50304: {"pad_token_id": 50256, "eos_token_id": 50256, "sep_token_id": 50261, "sop_token_id": 50257,
+            "eop_token_id": 50258, "mask_token_ids": (50260, 50264, 50263)},  # GPT-2 BPE (glm-2b, glm-10b)
+}
+
+
 class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
     model_type = "flagai_glm"
-    keys_to_ignore_at_inference = ["hidden_states", "cache", "mems", "attentions"]
+    keys_to_ignore_at_inference = ["hidden_states", "last_hidden_state", "cache", "mems", "attentions"]
     attribute_map = {"num_layers": "num_hidden_layers", "max_sequence_length": "max_position_embeddings"}
     required_keys = {
         "vocab_size": (),
@@ -52,11 +71,14 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         attention_scale: float = 1.0,
         checkpoint_activations: bool = False,
         classifier_dropout: float = 0.1,
-        pad_token_id: int | None = 50000,
-        eos_token_id: int | None = 50007,
+        pad_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
         bos_token_id: int | None = None,
-        sop_token_id: int = 50006,
-        mask_token_ids: tuple[int, ...] | list[int] = (50003, 50008, 50009),
+        sep_token_id: int | None = None,
+        sop_token_id: int | None = None,
+        eop_token_id: int | None = None,
+        decoder_start_token_id: int | None = None,
+        mask_token_ids: tuple[int, ...] | list[int] | None = None,
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         **kwargs,
@@ -93,10 +115,22 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
         self.attention_scale = attention_scale
         self.checkpoint_activations = checkpoint_activations
         self.classifier_dropout = classifier_dropout
+        # Ids not given: the vocabulary's layout, where it holds them (a tiny test vocabulary holds none).
+        layout = {key: value for key, value in SPECIAL_ID_LAYOUTS.get(vocab_size, CHINESE_IDS).items()
+                  if isinstance(vocab_size, int) and max(value if isinstance(value, tuple) else (value,)) < vocab_size}
+        pad_token_id = layout.get("pad_token_id") if pad_token_id is None else pad_token_id
+        eos_token_id = layout.get("eos_token_id") if eos_token_id is None else eos_token_id
+        sep_token_id = layout.get("sep_token_id") if sep_token_id is None else sep_token_id
+        sop_token_id = layout.get("sop_token_id") if sop_token_id is None else sop_token_id
+        eop_token_id = layout.get("eop_token_id") if eop_token_id is None else eop_token_id
+        mask_token_ids = layout.get("mask_token_ids", ()) if mask_token_ids is None else mask_token_ids
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.bos_token_id = bos_token_id
+        self.sep_token_id = sep_token_id
         self.sop_token_id = sop_token_id
+        self.eop_token_id = eop_token_id
+        self.decoder_start_token_id = sop_token_id if decoder_start_token_id is None else decoder_start_token_id
         self.mask_token_ids = list(mask_token_ids)
         self.tie_word_embeddings = tie_word_embeddings
         self.use_cache = use_cache
@@ -107,3 +141,13 @@ class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
                           "num_attention_heads": num_attention_heads,
                           "max_position_embeddings": max_position_embeddings},
                          heads=("num_attention_heads", "hidden_size"), layers=("num_hidden_layers",))
+
+    @property
+    def generation_eos_token_ids(self) -> list[int]:
+        """The ids generation stops at: eop (the end of a filled span) then eos, those the vocabulary holds."""
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        ids = []
+        for token_id in (self.eop_token_id, *eos):
+            if isinstance(token_id, int) and 0 <= token_id < self.vocab_size and token_id not in ids:
+                ids.append(token_id)
+        return ids

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -24,7 +24,7 @@ from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
 from ...modules.blocks import PreNormBlock
 from ...modules.embeddings import check_ids_in_range
-from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.flagai_api import FlagAIModelMixin, folder_file
 from ...modules.heads import Pooler
 from ...modules.linear import Linear, linear
 from ...modules.mlp import MLP
@@ -119,14 +119,43 @@ def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: i
                      f"shape {tuple(attention_mask.shape)}")
 
 
+class GLMGenerationConfig(GenerationConfig):
+    """The generation config a GLM model starts with: its config's ids, and ``eos_token_id`` = ``[eop, eos]``
+    (`GLMConfig.generation_eos_token_ids`), so a filled span stops at ``<|endofpiece|>`` while the config and the
+    tokenizer share one eos. Saved as a plain ``generation_config.json``."""
+
+    @classmethod
+    def from_model_config(cls, model_config) -> GenerationConfig:
+        generation_config = super().from_model_config(model_config)
+        if isinstance(model_config, dict):
+            model_config = GLMConfig.from_dict(model_config)
+        stop = model_config.generation_eos_token_ids
+        if stop:
+            generation_config.eos_token_id = stop if len(stop) > 1 else stop[0]
+            generation_config._original_object_hash = hash(generation_config)  # these are the defaults, not edits
+        return generation_config
+
+
 class GLMPreTrainedModel(FlagAIModelMixin, PreTrainedModel):
     config_class = GLMConfig
+    generation_config_class = GLMGenerationConfig
     base_model_prefix = "glm"
     supports_gradient_checkpointing = True
     _no_split_modules = ["PreNormBlock"]
     _supports_sdpa = True
     _supports_flash_attn = False  # GLM's 2-D blank-infilling masks are arbitrary
     accepts_loss_kwargs = False
+
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             *args, **kwargs):
+        """transformers' loading of the generation config; a folder without ``generation_config.json`` (a saved
+        ``GLMModel``, a FlagAI or THUDM folder) gets GLM's defaults (`GLMGenerationConfig`), not a copy of
+        ``config.json``, which has no place for the eop stop id."""
+        super().adjust_generation_fn(generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                                     *args, **kwargs)
+        if generation_config is None and pretrained_model_name_or_path is not None and folder_file(
+                pretrained_model_name_or_path, "generation_config.json", kwargs) is None:
+            self.generation_config = GLMGenerationConfig.from_model_config(self.config)
 
 
 class GLMModel(GLMPreTrainedModel):
@@ -347,11 +376,19 @@ GLMForSeq2Seq = GLMForConditionalGeneration
 
 
 class GLMForMultipleChoice(GLMPreTrainedModel):
-    """Scores each choice by the sum of its tokens' log-probabilities (the Hub's ``GLMForMultipleChoice``).
+    """Scores each choice by the sum of its tokens' log-probabilities as the span that fills a blank (the Hub's
+    ``GLMForMultipleChoice``; FlagAI's ``GLMForMultiTokenCloze`` without length penalty). Two input forms:
 
-    ``choice_ids`` / ``choice_indices``: (B, C, L) — each choice's target token ids and the positions whose logits
-    predict them, padded with -100. ``logits`` (B, C) are the summed log-probabilities; ``labels`` (B,) the right
-    choice (cross-entropy over choices).
+    - Standard (``AutoModelForMultipleChoice``, run_swag): ``input_ids`` / ``attention_mask`` (B, C, T), each row the
+      tokenizer's pair ``[CLS] context [SEP] choice <end>`` right-padded (``tokenizer(contexts, choices)``; ``<end>``
+      is ``<|endoftext|>`` in Chinese, ``[SEP]`` in English). Each row is read the GLM way (`blank_filling_rows`):
+      ``[CLS] context [MASK] <end>`` bidirectionally, then ``[sop] choice[:-1]`` at the mask's position with block
+      positions ``1..n``, causal — the same numbers as the Hub form with the context ``context + "[MASK]"``.
+    - Hub / FlagAI: ``input_ids`` (B, T), ``position_ids``, ``attention_mask`` and ``choice_ids`` / ``choice_indices``
+      (B, C, L) from the tokenizer's ``build_inputs_for_multiple_choice`` (all choices in one row): each choice's
+      target ids and the positions whose logits predict them, padded with -100.
+
+    ``logits`` (B, C) are the summed log-probabilities; ``labels`` (B,) the right choice (cross-entropy over choices).
     """
 
     def __init__(self, config: GLMConfig):
@@ -360,23 +397,97 @@ class GLMForMultipleChoice(GLMPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, *, position_ids=None, attention_mask=None, choice_ids=None,
-                choice_indices=None, labels=None, mems=None, output_hidden_states=None, **kwargs):
-        if choice_ids is None or choice_indices is None:
-            raise ValueError("GLMForMultipleChoice needs choice_ids and choice_indices (see "
-                             "build_inputs_for_multiple_choice)")
-        if choice_ids.shape != choice_indices.shape or choice_ids.dim() != 3:
-            raise ValueError(f"choice_ids and choice_indices must both be (batch, choices, length); got "
-                             f"{tuple(choice_ids.shape)} and {tuple(choice_indices.shape)}")
-        output = self.glm(input_ids, position_ids=position_ids, attention_mask=attention_mask, mems=mems,
-                          output_hidden_states=output_hidden_states, **kwargs)
-        log_probs = output.logits.float().log_softmax(-1)  # (B, T, vocab)
-        valid = choice_ids != -100
-        batch_index = torch.arange(log_probs.shape[0], device=log_probs.device)[:, None, None]
-        picked = log_probs[batch_index, choice_indices.clamp(min=0), choice_ids.clamp(min=0)]  # (B, C, L)
-        scores = (picked * valid).sum(-1)  # (B, C)
+                choice_indices=None, labels=None, mems=None, output_hidden_states=None, token_type_ids=None,
+                **kwargs) -> GLMOutput:
+        if choice_ids is None and choice_indices is None and input_ids is not None and input_ids.dim() == 3:
+            batch, num_choices, length = input_ids.shape
+            if position_ids is not None:
+                raise ValueError("The standard (batch, choices, length) form lays out GLM's position_ids itself; "
+                                 "pass input_ids and attention_mask only")
+            ids, positions, sep, targets = self.blank_filling_rows(input_ids.reshape(-1, length), attention_mask)
+            output = self.glm(ids, position_ids=positions, attention_mask=sep, mems=mems,
+                              output_hidden_states=output_hidden_states, **kwargs)
+            log_probs = output.logits.float().log_softmax(-1)  # (B * C, T, vocab)
+            picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (B * C, T)
+            scores = (picked * (targets != -100)).sum(-1).reshape(batch, num_choices)  # (B, C)
+        else:
+            if choice_ids is None or choice_indices is None:
+                raise ValueError("GLMForMultipleChoice takes input_ids (batch, choices, length) with attention_mask "
+                                 "(tokenizer(contexts, choices) per choice), or 2-D input_ids with choice_ids and "
+                                 "choice_indices (build_inputs_for_multiple_choice); got input_ids of shape "
+                                 f"{None if input_ids is None else tuple(input_ids.shape)} and "
+                                 f"choice_ids {'given' if choice_ids is not None else 'missing'}, choice_indices "
+                                 f"{'given' if choice_indices is not None else 'missing'}")
+            if choice_ids.shape != choice_indices.shape or choice_ids.dim() != 3:
+                raise ValueError(f"choice_ids and choice_indices must both be (batch, choices, length); got "
+                                 f"{tuple(choice_ids.shape)} and {tuple(choice_indices.shape)}")
+            output = self.glm(input_ids, position_ids=position_ids, attention_mask=attention_mask, mems=mems,
+                              output_hidden_states=output_hidden_states, **kwargs)
+            log_probs = output.logits.float().log_softmax(-1)  # (B, T, vocab)
+            valid = choice_ids != -100
+            batch_index = torch.arange(log_probs.shape[0], device=log_probs.device)[:, None, None]
+            picked = log_probs[batch_index, choice_indices.clamp(min=0), choice_ids.clamp(min=0)]  # (B, C, L)
+            scores = (picked * valid).sum(-1)  # (B, C)
+        if labels is not None and (labels.dim() != 1 or labels.shape[0] != scores.shape[0]):
+            raise ValueError(f"labels must be (batch,) = ({scores.shape[0]},), the index of the right choice; got "
+                             f"{tuple(labels.shape)}")
         loss = nn.functional.cross_entropy(scores, labels) if labels is not None else None
         return GLMOutput(loss=loss, logits=scores, last_hidden_state=output.last_hidden_state,
                          hidden_states=output.hidden_states, mems=output.mems)
+
+    def blank_filling_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Pair rows ``[CLS] context [SEP] choice <end> pad..`` (N, T) rewritten in place as GLM reads a choice:
+        ``[CLS] context [MASK] <end>`` then ``[sop] choice[:-1]`` (the same length), with
+
+        - ``position_ids`` (N, 2, T): ``0..s+1`` then the mask's position ``s``; block positions 0 then ``1..n``;
+        - ``sep`` (N,): the ``s + 2`` tokens of the context part are read bidirectionally, the choice causally;
+        - ``targets`` (N, T): the choice token each position predicts (``choice[k]`` at the position of ``[sop]`` /
+          ``choice[k-1]``), -100 elsewhere.
+
+        ``s`` is the index of the first ``[SEP]`` (``config.sep_token_id``) before the row's last real token."""
+        config = self.config
+        needed = {"sep_token_id": config.sep_token_id, "sop_token_id": config.sop_token_id,
+                  "mask_token_ids": config.mask_token_ids}
+        missing = [name for name, value in needed.items() if value in (None, [])]
+        if missing:
+            raise ValueError(f"The (batch, choices, length) form needs config.{', config.'.join(missing)} (the "
+                             "tokenizer's [SEP], <|startofpiece|> and [MASK] ids)")
+        rows, length = input_ids.shape
+        device = input_ids.device
+        if attention_mask is None:
+            real = torch.ones_like(input_ids, dtype=torch.bool)
+        else:
+            if attention_mask.shape[:-1].numel() != rows or attention_mask.shape[-1] != length:
+                raise ValueError(f"attention_mask must be (batch, choices, length) like input_ids; got "
+                                 f"{tuple(attention_mask.shape)} for {rows} rows of length {length}")
+            real = attention_mask.reshape(rows, length).bool()
+        last = real.sum(-1) - 1  # (N,) index of the end token
+        index = torch.arange(length, device=device).expand(rows, length)  # (N, T)
+        if not torch.equal(real, index <= last[:, None]):
+            raise ValueError("GLMForMultipleChoice needs right-padded rows (attention_mask 1..1 0..0): pad with "
+                             "padding_side='right'")
+        is_sep = (input_ids == config.sep_token_id) & (index < last[:, None])
+        if not bool(is_sep.any(-1).all()) or bool((last < 2).any()):
+            raise ValueError(f"Every row of the (batch, choices, length) form must be a pair [CLS] context [SEP] "
+                             f"choice <end>, as tokenizer(contexts, choices) writes it; a row has no [SEP] "
+                             f"(config.sep_token_id={config.sep_token_id}) before its last token")
+        sep = is_sep.int().argmax(-1)  # (N,) first [SEP]
+        if bool((last - sep < 2).any()):
+            raise ValueError("A row of the (batch, choices, length) form has an empty choice after its [SEP]")
+        s, e = sep[:, None], last[:, None]
+        shifted = input_ids.gather(1, (index - 2).clamp(min=0))  # choice[k-1] sits 2 to the right of where it was
+        end = input_ids.gather(1, e).expand(rows, length)
+        ids = torch.where(index < s, input_ids, shifted)
+        ids = torch.where(index == s, config.mask_token_ids[0], ids)
+        ids = torch.where(index == s + 1, end, ids)
+        ids = torch.where(index == s + 2, config.sop_token_id, ids)
+        ids = torch.where(index > e, input_ids, ids)  # padding stays
+        clipped = torch.minimum(index, e)  # padding repeats the last position
+        positions = torch.where(clipped < s + 2, clipped, s)
+        blocks = torch.where(clipped < s + 2, 0, clipped - s - 1)
+        previous = input_ids.gather(1, (index - 1).clamp(min=0))
+        targets = torch.where((index >= s + 2) & (index <= e), previous, -100)
+        return ids, torch.stack([positions, blocks], dim=1), sep + 2, targets
 
 
 class GLMForSequenceClassification(GLMPreTrainedModel):
