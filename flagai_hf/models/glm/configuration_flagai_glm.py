@@ -22,7 +22,7 @@ UNUSED_FLAGAI_KEYS = ("parallel_output", "checkpoint_num_layers", "spell_func", 
 
 class GLMConfig(FlagAIConfigMixin, PreTrainedConfig):
     model_type = "flagai_glm"
-    keys_to_ignore_at_inference = ["hidden_states", "cache", "mems", "attentions"]
+    keys_to_ignore_at_inference = ["hidden_states", "last_hidden_state", "cache", "mems", "attentions"]
     attribute_map = {"num_layers": "num_hidden_layers", "max_sequence_length": "max_position_embeddings"}
     required_keys = {
         "vocab_size": (),
