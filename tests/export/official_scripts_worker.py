@@ -2,10 +2,10 @@
 
     python official_scripts_worker.py JOB.json RESULTS.pt
 
-JOB.json: ``{"cases": [{"key": k, "script": "ner" | "glue" | "mlm" | "clm" | "seq2seq", "source": folder,
-"labels": [...] (ner / glue), "new_label_count": true}]}``. Each script function below makes the calls of
-transformers' ``examples/pytorch`` script of that name (run_ner, run_glue, run_mlm, run_clm, run_summarization /
-run_translation), on the saved folder, with ``trust_remote_code=True`` and nothing of flagai_hf:
+JOB.json: ``{"cases": [{"key": k, "script": "ner" | "glue" | "mlm" | "clm" | "seq2seq" | "swag", "source": folder,
+"labels": [...] (ner / glue)}]}``. Each script function below makes the calls of transformers' ``examples/pytorch``
+script of that name (run_ner, run_glue, run_mlm, run_clm, run_summarization / run_translation, run_swag), on the
+saved folder, with ``trust_remote_code=True`` and nothing of flagai_hf:
 
 1. ``AutoConfig.from_pretrained(folder, num_labels=, label2id=, id2label=, finetuning_task=)``, the fast
    ``AutoTokenizer``, a token added to it (as users do for new markers) and ``resize_token_embeddings`` to match;
@@ -34,6 +34,7 @@ from transformers import (  # noqa: E402
     AutoConfig,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    DataCollatorForMultipleChoice,
     DataCollatorForSeq2Seq,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
@@ -52,6 +53,9 @@ ZH = ["北京是中国的首都", "欢迎来到上海", "我在上海工作", "�
 EN = ["Hello world, this is a test of the language model.", "The quick brown fox jumps over the lazy dog.",
       "Paris is the capital of France and a big city.", "We train a tiny model for a few steps only."]
 PLACES = "北京上海南京广州杭州深圳"
+# Split words with English ones that WordPiece cuts into several pieces (only the first piece gets the tag).
+ENGLISH_NER = [(["John", "lives", "in", "Beijing"], ["B-PER", "O", "O", "B-LOC"]),
+               (["Jane", "visited", "Shanghai", "yesterday"], ["B-PER", "O", "B-LOC", "O"])]
 NEW_TOKEN = "[NEW_MARKER]"
 MAX_STEPS, CHECKPOINT_STEP = 3, 2
 
@@ -189,9 +193,9 @@ def run_ner(case: dict, work: Path) -> dict:
     tokenizer = load_tokenizer(case["source"])
     if not isinstance(tokenizer, PreTrainedTokenizerFast):  # run_ner refuses slow tokenizers (it needs word_ids)
         raise ValueError(f"run_ner needs a fast tokenizer, got {type(tokenizer).__name__}")
-    words = [list(text) for text in ZH]
-    raw = Dataset.from_dict({"tokens": words, "ner_tags": [[label_to_id[t] for t in place_tags(w)]
-                                                                    for w in words]})
+    sentences = [(list(text), place_tags(list(text))) for text in ZH] + ENGLISH_NER
+    raw = Dataset.from_dict({"tokens": [words for words, _ in sentences],
+                             "ner_tags": [[label_to_id[tag] for tag in tags] for _, tags in sentences]})
 
     def tokenize_and_align_labels(examples):
         tokenized = tokenizer(examples["tokens"], padding=False, truncation=True, max_length=32,
@@ -216,11 +220,11 @@ def run_ner(case: dict, work: Path) -> dict:
     collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=None)
 
     # word_ids() and offsets on split words: every token comes from the word word_ids names, at its offsets
-    split = tokenizer(words[0] + [NEW_TOKEN], is_split_into_words=True, return_offsets_mapping=True)
-    word_pieces = [(word_id, (words[0] + [NEW_TOKEN])[word_id][start:end])
+    words = ENGLISH_NER[0][0] + ["北京", NEW_TOKEN]
+    split = tokenizer(words, is_split_into_words=True, return_offsets_mapping=True)
+    word_pieces = [(word_id, words[word_id][start:end])
                    for word_id, (start, end) in zip(split.word_ids(), split["offset_mapping"]) if word_id is not None]
-    tokens = [tokenizer.convert_tokens_to_string([t]).strip() for t in split.tokens()
-              if t not in tokenizer.all_special_tokens]
+    tokens = [token for token, word_id in zip(split.tokens(), split.word_ids()) if word_id is not None]
     # ...and offsets of a plain string, which the NER pipeline's aggregation reads
     text = "张三住在北京"
     plain_offsets = tokenizer(text, return_offsets_mapping=True)
@@ -258,7 +262,7 @@ def run_ner(case: dict, work: Path) -> dict:
     ner = pipeline("token-classification", model=str(work / "run"), trust_remote_code=True)
     every_token = plain(ner(text, ignore_labels=[]))
     entities = plain(ner(text, aggregation_strategy="simple"))
-    return facts | {"model": model_holder["first"], "word_pieces": word_pieces, "tokens": tokens,
+    return facts | {"model": model_holder["first"], "words": words, "word_pieces": word_pieces, "tokens": tokens,
                     "plain_text": text, "plain_offsets": [list(o) for o in plain_offsets["offset_mapping"]],
                     "plain_tokens": plain_offsets.tokens(), "pipeline": entities,
                     "pipeline_every_token": every_token, "direct_labels": direct_labels,
@@ -445,7 +449,47 @@ def run_seq2seq(case: dict, work: Path) -> dict:
                     "label_padding": int((collated["labels"] == -100).sum())}
 
 
-SCRIPTS = {"ner": run_ner, "glue": run_glue, "mlm": run_mlm, "clm": run_clm, "seq2seq": run_seq2seq}
+def run_swag(case: dict, work: Path) -> dict:
+    """run_swag.py: each context paired with every ending, tokenised flat and regrouped to (choices, T) per example;
+    DataCollatorForMultipleChoice pads to (B, C, T); logits (B, C). (No multiple-choice pipeline exists.)"""
+    config = AutoConfig.from_pretrained(case["source"], trust_remote_code=True)
+    tokenizer = load_tokenizer(case["source"])
+    model_facts = {}
+
+    def make_model():
+        model = load_model("AutoModelForMultipleChoice", case["source"], config, tokenizer)
+        model_facts.setdefault("first", embedding_facts(model, tokenizer))
+        return model
+
+    endings = [(text[2:], ZH[(i + 1) % len(ZH)][2:]) for i, text in enumerate(ZH)]  # the true ending, a wrong one
+    raw = Dataset.from_dict({"sent1": [text[:2] for text in ZH], "ending0": [pair[i % 2] for i, pair in
+                                                                             enumerate(endings)],
+                             "ending1": [pair[1 - i % 2] for i, pair in enumerate(endings)],
+                             "label": [i % 2 for i in range(len(ZH))]})
+    ending_names = ["ending0", "ending1"]
+
+    def preprocess_function(examples):
+        first_sentences = [[context] * len(ending_names) for context in examples["sent1"]]
+        second_sentences = [[examples[end][i] for end in ending_names] for i in range(len(examples["sent1"]))]
+        first_sentences = sum(first_sentences, [])
+        second_sentences = sum(second_sentences, [])
+        tokenized = tokenizer(first_sentences, second_sentences, truncation=True, max_length=32)
+        n = len(ending_names)
+        return {key: [values[i:i + n] for i in range(0, len(values), n)] for key, values in tokenized.items()}
+
+    dataset = raw.map(preprocess_function, batched=True, remove_columns=["sent1", *ending_names])
+
+    def compute_metrics(p):
+        return {"accuracy": float((np.argmax(p.predictions, axis=1) == p.label_ids).mean())}
+
+    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset,
+                                DataCollatorForMultipleChoice(tokenizer), compute_metrics=compute_metrics)
+    facts.pop("prediction"), facts.pop("reloaded")
+    return facts | {"model": model_facts["first"]}
+
+
+SCRIPTS = {"ner": run_ner, "glue": run_glue, "mlm": run_mlm, "clm": run_clm, "seq2seq": run_seq2seq,
+           "swag": run_swag}
 
 
 def main(job_file: str, results_file: str) -> None:
