@@ -155,11 +155,12 @@ def train_resume_reload(work: Path, make_model, tokenizer, train, evaluation, co
     batch = collator([evaluation[i] for i in range(2)])
     batch = {key: value for key, value in batch.items() if key != "labels"}
     with torch.no_grad():
-        reload_diff = (model(**batch).logits - reloaded(**batch).logits).abs().max().item()
+        logits = model(**batch).logits
+        reload_diff = (logits - reloaded(**batch).logits).abs().max().item()
     reloaded_tokenizer = AutoTokenizer.from_pretrained(work / "run", trust_remote_code=True)
     return {"train_loss": train_result.training_loss, "global_step": train_result.global_step,
             "resumed_step": resumed_result.global_step, "resume_max_diff": resume_diff,
-            "reload_max_diff": reload_diff, "reloaded_class": type(reloaded).__module__ + "." + type(reloaded).__name__,
+            "reload_max_diff": reload_diff, "logits_shape": list(logits.shape), "reloaded_class": type(reloaded).__module__ + "." + type(reloaded).__name__,
             "reloaded_tokenizer_has_new_token": NEW_TOKEN in reloaded_tokenizer.get_vocab(),
             "reloaded_embeddings": embedding_facts(reloaded, reloaded_tokenizer),
             "eval": {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))},
@@ -404,13 +405,13 @@ def run_seq2seq(case: dict, work: Path) -> dict:
 
     def make_model():
         model = load_model("AutoModelForSeq2SeqLM", case["source"], config, tokenizer)
-        if model.config.decoder_start_token_id is None and getattr(model.config, "is_encoder_decoder", False):
-            raise ValueError("Make sure that `config.decoder_start_token_id` is correctly defined")  # as the scripts
+        if model.config.decoder_start_token_id is None:  # the scripts' own check
+            raise ValueError("Make sure that `config.decoder_start_token_id` is correctly defined")
         model_facts.setdefault("first", embedding_facts(model, tokenizer))
         return model
 
-    sources = ZH  # "summarise" each sentence to its first 1-3 characters (targets of different lengths)
-    targets = [text[:1 + i % 3] for i, text in enumerate(ZH)]
+    sources = ZH  # "summarise" each sentence to its first 1, 3 or 5 characters (targets of different lengths)
+    targets = [text[:1 + 2 * (i % 3)] for i, text in enumerate(ZH)]
     raw = Dataset.from_dict({"document": sources, "summary": targets})
 
     def preprocess_function(examples):
