@@ -121,7 +121,9 @@ def test_bert_token_classification_run_ner(results):
     for token, (start, end) in zip(facts["plain_tokens"], facts["plain_offsets"]):
         if (start, end) != (0, 0):
             assert text[start:end] == token
-    # the pipeline's per-token labels are the reloaded model's argmax, at the right characters
+    # the trained folder keeps the new labels; the pipeline's per-token labels are the reloaded model's argmax, at
+    # the right characters
+    assert facts["pipeline_labels"] == sorted(NER_LABELS)
     every = facts["pipeline_every_token"]
     assert [item["entity"] for item in every] == facts["direct_labels"]
     assert [text[item["start"]:item["end"]] for item in every] == list(text)
