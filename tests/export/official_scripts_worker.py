@@ -94,22 +94,36 @@ def load_tokenizer(source: str):
     return tokenizer
 
 
-def load_model(auto_name: str, source: str, config, tokenizer):
-    """``AutoModelFor*.from_pretrained(source, config=config)`` and the scripts' resize when the tokenizer grew."""
-    model = getattr(transformers, auto_name).from_pretrained(source, config=config, ignore_mismatched_sizes=True,
-                                                            trust_remote_code=True)
-    embedding_size = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > embedding_size:
-        model.resize_token_embeddings(len(tokenizer))
-    model.rows_before_resize = embedding_size
-    return model
+class ModelMaker:
+    """``AutoModelFor*.from_pretrained(source, config=config, ignore_mismatched_sizes=True)`` (the checkpoint's head
+    may have another label count) and the scripts' ``resize_token_embeddings`` when the tokenizer grew; then
+    ``prepare(model)`` (the script's config edits). Called once per Trainer; ``facts`` describe the first model."""
+
+    def __init__(self, auto_name: str, source: str, config, tokenizer, prepare=None):
+        self.auto_class = getattr(transformers, auto_name)
+        self.source, self.config, self.tokenizer, self.prepare = source, config, tokenizer, prepare
+        self.facts = None
+
+    def __call__(self):
+        model = self.auto_class.from_pretrained(self.source, config=self.config, ignore_mismatched_sizes=True,
+                                                trust_remote_code=True)
+        embedding_size = model.get_input_embeddings().weight.shape[0]
+        if len(self.tokenizer) > embedding_size:
+            model.resize_token_embeddings(len(self.tokenizer))
+        if self.prepare is not None:
+            self.prepare(model)
+        if self.facts is None:
+            config = model.config
+            self.facts = embedding_facts(model, self.tokenizer) | {
+                "rows_before_resize": embedding_size, "num_labels": config.num_labels,
+                "label2id": dict(config.label2id), "id2label": {str(k): v for k, v in config.id2label.items()}}
+        return model
 
 
 def embedding_facts(model, tokenizer) -> dict:
     """Sizes after the resize, and whether the output projection still is the input embedding matrix."""
     inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
     return {"vocab": len(tokenizer), "input_rows": inputs.weight.shape[0], "config_vocab": model.config.vocab_size,
-            "rows_before_resize": getattr(model, "rows_before_resize", None),
             "output_rows": None if outputs is None else outputs.weight.shape[0],
             "tied": None if outputs is None else outputs.weight.data_ptr() == inputs.weight.data_ptr(),
             "tie_word_embeddings": getattr(model.config, "tie_word_embeddings", None)}
@@ -125,8 +139,8 @@ def arguments(output_dir: Path, seq2seq: bool, **extra):
 def train_resume_reload(work: Path, make_model, tokenizer, train, evaluation, collator, seq2seq=False,
                         compute_metrics=None, preprocess_logits_for_metrics=None, **extra_args) -> dict:
     """Train (checkpoint at step 2), save, evaluate, predict; resume a second run from checkpoint-2 (it must reach
-    the same weights); reload the saved folder with its Auto class and compare logits. Returns the facts, with the
-    ``prediction`` output and the ``reloaded`` model for the script to inspect (and pop)."""
+    the same weights); reload the saved folder with its Auto class and compare logits. Returns ``(facts, the
+    prediction output, the reloaded model)``."""
     trainer_class = Seq2SeqTrainer if seq2seq else Trainer
 
     def trainer_of(model, output_dir):
@@ -160,14 +174,14 @@ def train_resume_reload(work: Path, make_model, tokenizer, train, evaluation, co
     reloaded_tokenizer = AutoTokenizer.from_pretrained(work / "run", trust_remote_code=True)
     return {"train_loss": train_result.training_loss, "global_step": train_result.global_step,
             "resumed_step": resumed_result.global_step, "resume_max_diff": resume_diff,
-            "reload_max_diff": reload_diff, "logits_shape": list(logits.shape), "reloaded_class": type(reloaded).__module__ + "." + type(reloaded).__name__,
+            "reload_max_diff": reload_diff, "logits_shape": list(logits.shape),
+            "reloaded_class": type(reloaded).__module__ + "." + type(reloaded).__name__,
             "reloaded_tokenizer_has_new_token": NEW_TOKEN in reloaded_tokenizer.get_vocab(),
             "reloaded_embeddings": embedding_facts(reloaded, reloaded_tokenizer),
             "eval": {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))},
-            "predictions_shape": list(np.asarray(prediction.predictions).shape), "prediction": prediction,
-            "reloaded": reloaded,
+            "predictions_shape": list(np.asarray(prediction.predictions).shape),
             "checkpoint_files": sorted(p.name for p in (work / "run" / f"checkpoint-{CHECKPOINT_STEP}").iterdir()),
-            "output_files": sorted(p.name for p in (work / "run").iterdir())}
+            "output_files": sorted(p.name for p in (work / "run").iterdir())}, prediction, reloaded
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,7 +204,7 @@ def run_ner(case: dict, work: Path) -> dict:
     label_to_id = {label: i for i, label in enumerate(label_list)}
     config = AutoConfig.from_pretrained(case["source"], num_labels=len(label_list), label2id=label_to_id,
                                         id2label=dict(enumerate(label_list)), finetuning_task="ner",
-                                        trust_remote_code=True)
+                                        trust_remote_code=True)  # transformers 5 drops finetuning_task (its BERT too)
     tokenizer = load_tokenizer(case["source"])
     if not isinstance(tokenizer, PreTrainedTokenizerFast):  # run_ner refuses slow tokenizers (it needs word_ids)
         raise ValueError(f"run_ner needs a fast tokenizer, got {type(tokenizer).__name__}")
@@ -240,21 +254,9 @@ def run_ner(case: dict, work: Path) -> dict:
                      for prediction, label in zip(predictions, p.label_ids)]
         return {"f1": f1_score(true, predicted), "labels_counted": sum(len(t) for t in true)}
 
-    model_holder = {}
-
-    def make_model():
-        model = load_model("AutoModelForTokenClassification", case["source"], config, tokenizer)
-        model_holder.setdefault("first", embedding_facts(model, tokenizer) | {
-            "num_labels": model.config.num_labels, "label2id": dict(model.config.label2id),
-            "id2label": {str(k): v for k, v in model.config.id2label.items()},
-            # stock transformers 5 drops ``finetuning_task`` (not a config attribute any more), as for its BERT
-            "finetuning_task": getattr(model.config, "finetuning_task", None)})
-        return model
-
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator,
-                                compute_metrics=compute_metrics)
-    facts.pop("prediction")
-    reloaded = facts.pop("reloaded")
+    make_model = ModelMaker("AutoModelForTokenClassification", case["source"], config, tokenizer)
+    facts, _, reloaded = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator,
+                                             compute_metrics=compute_metrics)
     with torch.no_grad():
         encoded = tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
         special = encoded.pop("special_tokens_mask")[0].bool()
@@ -263,7 +265,7 @@ def run_ner(case: dict, work: Path) -> dict:
     ner = pipeline("token-classification", model=str(work / "run"), trust_remote_code=True)
     every_token = plain(ner(text, ignore_labels=[]))
     entities = plain(ner(text, aggregation_strategy="simple"))
-    return facts | {"model": model_holder["first"], "words": words, "word_pieces": word_pieces, "tokens": tokens,
+    return facts | {"model": make_model.facts, "words": words, "word_pieces": word_pieces, "tokens": tokens,
                     "plain_text": text, "plain_offsets": [list(o) for o in plain_offsets["offset_mapping"]],
                     "plain_tokens": plain_offsets.tokens(), "pipeline": entities,
                     "pipeline_every_token": every_token, "direct_labels": direct_labels,
@@ -276,20 +278,16 @@ def run_glue(case: dict, work: Path) -> dict:
     config = AutoConfig.from_pretrained(case["source"], num_labels=len(label_list), finetuning_task="mrpc",
                                         trust_remote_code=True)
     tokenizer = load_tokenizer(case["source"])
-    model_facts = {}
 
-    def make_model():
-        model = load_model("AutoModelForSequenceClassification", case["source"], config, tokenizer)
-        # run_glue: label names become the config's mapping
+    def prepare(model):  # run_glue: the label names become the config's mapping
         model.config.label2id = {label: i for i, label in enumerate(label_list)}
         model.config.id2label = dict(enumerate(label_list))
         if model.config.pad_token_id is None:  # run_glue for GPT-style tokenizers
             model.config.pad_token_id = tokenizer.pad_token_id
-        model_facts.setdefault("first", embedding_facts(model, tokenizer) | {"num_labels": model.config.num_labels})
-        return model
 
+    make_model = ModelMaker("AutoModelForSequenceClassification", case["source"], config, tokenizer, prepare)
     raw = Dataset.from_dict({"sentence1": ZH, "sentence2": ZH[1:] + ZH[:1],
-                                      "label": [i % len(label_list) for i in range(len(ZH))]})
+                             "label": [i % len(label_list) for i in range(len(ZH))]})
 
     def preprocess_function(examples):
         return tokenizer(examples["sentence1"], examples["sentence2"], padding=False, max_length=32, truncation=True)
@@ -300,11 +298,10 @@ def run_glue(case: dict, work: Path) -> dict:
         predictions = np.argmax(p.predictions, axis=1)
         return {"accuracy": float((predictions == p.label_ids).mean())}
 
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset, DataCollatorWithPadding(tokenizer),
-                                compute_metrics=compute_metrics)
-    facts.pop("prediction"), facts.pop("reloaded")
+    facts, _, _ = train_resume_reload(work, make_model, tokenizer, dataset, dataset,
+                                      DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
     classifier = pipeline("text-classification", model=str(work / "run"), trust_remote_code=True)
-    return facts | {"model": model_facts["first"], "pipeline": plain(classifier(ZH[0], top_k=None)),
+    return facts | {"model": make_model.facts, "pipeline": plain(classifier(ZH[0], top_k=None)),
                     "pipeline_pair": plain(classifier({"text": ZH[0], "text_pair": ZH[1]}))}
 
 
@@ -320,12 +317,7 @@ def run_mlm(case: dict, work: Path) -> dict:
     """run_mlm.py: grouped blocks with special-token masks; DataCollatorForLanguageModeling; fill-mask pipeline."""
     config = AutoConfig.from_pretrained(case["source"], trust_remote_code=True)
     tokenizer = load_tokenizer(case["source"])
-    model_facts = {}
-
-    def make_model():
-        model = load_model("AutoModelForMaskedLM", case["source"], config, tokenizer)
-        model_facts.setdefault("first", embedding_facts(model, tokenizer))
-        return model
+    make_model = ModelMaker("AutoModelForMaskedLM", case["source"], config, tokenizer)
 
     raw = Dataset.from_dict({"text": ZH * 2})
     tokenized = raw.map(lambda examples: tokenizer(examples["text"], return_special_tokens_mask=True), batched=True,
@@ -342,13 +334,12 @@ def run_mlm(case: dict, work: Path) -> dict:
         return {"accuracy": float((predictions[mask] == labels[mask]).mean()) if mask.any() else 0.0}
 
     torch.manual_seed(0)
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator,
-                                compute_metrics=compute_metrics,
-                                preprocess_logits_for_metrics=preprocess_logits_for_metrics)
-    facts.pop("prediction"), facts.pop("reloaded")
+    facts, _, _ = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator,
+                                      compute_metrics=compute_metrics,
+                                      preprocess_logits_for_metrics=preprocess_logits_for_metrics)
     facts["perplexity"] = math.exp(facts["eval"]["eval_loss"])
     fill = pipeline("fill-mask", model=str(work / "run"), trust_remote_code=True)
-    return facts | {"model": model_facts["first"], "mask_token": tokenizer.mask_token,
+    return facts | {"model": make_model.facts, "mask_token": tokenizer.mask_token,
                     "pipeline": plain(fill(f"北京是中{tokenizer.mask_token}的首都", top_k=3))}
 
 
@@ -356,12 +347,7 @@ def run_clm(case: dict, work: Path) -> dict:
     """run_clm.py: grouped blocks, labels = input_ids, default_data_collator; the text-generation pipeline."""
     config = AutoConfig.from_pretrained(case["source"], trust_remote_code=True)
     tokenizer = load_tokenizer(case["source"])
-    model_facts = {}
-
-    def make_model():
-        model = load_model("AutoModelForCausalLM", case["source"], config, tokenizer)
-        model_facts.setdefault("first", embedding_facts(model, tokenizer))
-        return model
+    make_model = ModelMaker("AutoModelForCausalLM", case["source"], config, tokenizer)
 
     raw = Dataset.from_dict({"text": EN * 2})
     tokenized = raw.map(lambda examples: tokenizer(examples["text"]), batched=True, remove_columns=["text"])
@@ -380,10 +366,9 @@ def run_clm(case: dict, work: Path) -> dict:
         labels, predictions = p.label_ids[:, 1:].reshape(-1), p.predictions[:, :-1].reshape(-1)
         return {"accuracy": float((predictions == labels).mean())}
 
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset, default_data_collator,
-                                compute_metrics=compute_metrics,
-                                preprocess_logits_for_metrics=preprocess_logits_for_metrics)
-    facts.pop("prediction"), facts.pop("reloaded")
+    facts, _, _ = train_resume_reload(work, make_model, tokenizer, dataset, dataset, default_data_collator,
+                                      compute_metrics=compute_metrics,
+                                      preprocess_logits_for_metrics=preprocess_logits_for_metrics)
     facts["perplexity"] = math.exp(facts["eval"]["eval_loss"])
     generator = pipeline("text-generation", model=str(work / "run"), trust_remote_code=True)
     prompt = "Hello world"
@@ -392,7 +377,7 @@ def run_clm(case: dict, work: Path) -> dict:
     ids = generator.tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         direct = reloaded.generate(**ids, max_new_tokens=5, do_sample=False)
-    return facts | {"model": model_facts["first"], "pipeline": generated, "prompt": prompt,
+    return facts | {"model": make_model.facts, "pipeline": generated, "prompt": prompt,
                     "direct_text": generator.tokenizer.decode(direct[0], skip_special_tokens=True)}
 
 
@@ -401,14 +386,12 @@ def run_seq2seq(case: dict, work: Path) -> dict:
     padding, decoder inputs from the model), Seq2SeqTrainer with predict_with_generate; decoded predictions."""
     config = AutoConfig.from_pretrained(case["source"], trust_remote_code=True)
     tokenizer = load_tokenizer(case["source"])
-    model_facts = {}
 
-    def make_model():
-        model = load_model("AutoModelForSeq2SeqLM", case["source"], config, tokenizer)
+    def prepare(model):
         if model.config.decoder_start_token_id is None:  # the scripts' own check
             raise ValueError("Make sure that `config.decoder_start_token_id` is correctly defined")
-        model_facts.setdefault("first", embedding_facts(model, tokenizer))
-        return model
+
+    make_model = ModelMaker("AutoModelForSeq2SeqLM", case["source"], config, tokenizer, prepare)
 
     sources = ZH  # "summarise" each sentence to its first 1, 3 or 5 characters (targets of different lengths)
     targets = [text[:1 + 2 * (i % 3)] for i, text in enumerate(ZH)]
@@ -422,9 +405,8 @@ def run_seq2seq(case: dict, work: Path) -> dict:
 
     dataset = raw.map(preprocess_function, batched=True, remove_columns=raw.column_names)
     dataset = dataset.remove_columns([c for c in dataset.column_names if c == "token_type_ids"])
-    model_for_collator = make_model()
-    collator = DataCollatorForSeq2Seq(tokenizer, model=model_for_collator, label_pad_token_id=-100,
-                                      pad_to_multiple_of=None)
+    collator = DataCollatorForSeq2Seq(tokenizer, model=make_model(), label_pad_token_id=-100,
+                                      pad_to_multiple_of=None)  # decoder_input_ids from the model, when it makes them
     collated = collator([dataset[i] for i in range(2)])
 
     def compute_metrics(p):
@@ -435,17 +417,17 @@ def run_seq2seq(case: dict, work: Path) -> dict:
         return {"exact": float(np.mean([a.strip() == b.strip() for a, b in zip(decoded, references)])),
                 "gen_len": float(np.mean([np.count_nonzero(row != tokenizer.pad_token_id) for row in predictions]))}
 
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator, seq2seq=True,
-                                compute_metrics=compute_metrics, predict_with_generate=True,
-                                generation_max_length=8, generation_num_beams=2)
-    prediction, reloaded = facts.pop("prediction"), facts.pop("reloaded")
+    facts, prediction, reloaded = train_resume_reload(work, make_model, tokenizer, dataset, dataset, collator,
+                                                      seq2seq=True, compute_metrics=compute_metrics,
+                                                      predict_with_generate=True, generation_max_length=8,
+                                                      generation_num_beams=2)
     predictions = np.where(prediction.predictions != -100, prediction.predictions, tokenizer.pad_token_id)
     predicted_texts = tokenizer.batch_decode(predictions, skip_special_tokens=True)
     with torch.no_grad():
         direct = [reloaded.generate(**tokenizer(text, return_tensors="pt", return_token_type_ids=False), num_beams=2,
                                     max_length=8, do_sample=False) for text in sources]
     direct_texts = [tokenizer.decode(ids[0], skip_special_tokens=True) for ids in direct]
-    return facts | {"model": model_facts["first"], "collated_keys": sorted(collated.keys()),
+    return facts | {"model": make_model.facts, "collated_keys": sorted(collated.keys()),
                     "predicted_texts": predicted_texts, "direct_texts": direct_texts,
                     "label_padding": int((collated["labels"] == -100).sum())}
 
@@ -455,12 +437,7 @@ def run_swag(case: dict, work: Path) -> dict:
     DataCollatorForMultipleChoice pads to (B, C, T); logits (B, C). (No multiple-choice pipeline exists.)"""
     config = AutoConfig.from_pretrained(case["source"], trust_remote_code=True)
     tokenizer = load_tokenizer(case["source"])
-    model_facts = {}
-
-    def make_model():
-        model = load_model("AutoModelForMultipleChoice", case["source"], config, tokenizer)
-        model_facts.setdefault("first", embedding_facts(model, tokenizer))
-        return model
+    make_model = ModelMaker("AutoModelForMultipleChoice", case["source"], config, tokenizer)
 
     endings = [(text[2:], ZH[(i + 1) % len(ZH)][2:]) for i, text in enumerate(ZH)]  # the true ending, a wrong one
     raw = Dataset.from_dict({"sent1": [text[:2] for text in ZH], "ending0": [pair[i % 2] for i, pair in
@@ -483,10 +460,9 @@ def run_swag(case: dict, work: Path) -> dict:
     def compute_metrics(p):
         return {"accuracy": float((np.argmax(p.predictions, axis=1) == p.label_ids).mean())}
 
-    facts = train_resume_reload(work, make_model, tokenizer, dataset, dataset,
-                                DataCollatorForMultipleChoice(tokenizer), compute_metrics=compute_metrics)
-    facts.pop("prediction"), facts.pop("reloaded")
-    return facts | {"model": model_facts["first"]}
+    facts, _, _ = train_resume_reload(work, make_model, tokenizer, dataset, dataset,
+                                      DataCollatorForMultipleChoice(tokenizer), compute_metrics=compute_metrics)
+    return facts | {"model": make_model.facts}
 
 
 SCRIPTS = {"ner": run_ner, "glue": run_glue, "mlm": run_mlm, "clm": run_clm, "seq2seq": run_seq2seq,
