@@ -14,7 +14,8 @@ saved folder, with ``trust_remote_code=True`` and nothing of flagai_hf:
    blocks, ``text_target``) mapped over the rows (``Dataset.map``, batched), and the script's data collator;
 3. ``Trainer`` / ``Seq2SeqTrainer`` (``predict_with_generate``): train 3 steps (checkpoint at step 2), save_model,
    evaluate, predict; a second trainer from a freshly loaded model resumes from checkpoint-2 and must end on the
-   same weights; the saved output folder reloads (same logits) and serves the script's ``pipeline``.
+   same weights; the saved output folder reloads (same logits) and serves the matching ``pipeline``
+   (transformers 5 has none for seq2seq or multiple choice: there, generate() is compared with the predictions).
 
 RESULTS.pt: ``{key: facts}`` (see each function), or ``{key: {"error": traceback}}`` when a call fails.
 """

@@ -1,9 +1,9 @@
 """What Hugging Face's example scripts do, on folders written by plain ``save_pretrained``, in a process that cannot
-import flagai_hf: every family and head goes through the calls of run_ner, run_glue, run_mlm, run_clm and
-run_summarization / run_translation (config with new labels, fast tokenizer, word_ids / offsets, a changed label
-count, resize_token_embeddings, the script's data collator, Trainer / Seq2SeqTrainer with predict_with_generate,
-checkpoint resume, reload, pipeline). `official_scripts_worker.py` runs them all in ONE fresh process; each test here
-checks the facts of one case."""
+import flagai_hf: every family and head goes through the calls of run_ner, run_glue, run_mlm, run_clm,
+run_summarization / run_translation and run_swag (config with new labels, fast tokenizer, word_ids / offsets, a
+changed label count, resize_token_embeddings, the script's data collator, Trainer / Seq2SeqTrainer with
+predict_with_generate, checkpoint resume, reload, pipeline). `official_scripts_worker.py` runs them all in ONE fresh
+process; each test here checks the facts of one case (docs/export.md lists what each covers)."""
 
 import math
 from pathlib import Path
@@ -55,10 +55,12 @@ def results(tmp_path_factory):
     """Save one folder per case (plain save_pretrained of the tiny head and its tokenizer), run the worker once."""
     root = tmp_path_factory.mktemp("official_scripts")
     job = {"cases": []}
-    tokenizers = {}
+    tokenizers, heads = {}, {}
     for key, (family, auto_name, script, labels) in CASES.items():
-        tokenizer = tokenizers.setdefault(family, tokenizer_of(family))
-        models = tiny_heads(family, tokenizer)
+        if family not in tokenizers:
+            tokenizers[family] = tokenizer_of(family)
+            heads[family] = tiny_heads(family, tokenizers[family])
+        tokenizer, models = tokenizers[family], heads[family]
         wanted = family_heads(type(next(iter(models.values())).config))[auto_name]
         model = next(model for model in models.values() if type(model) is wanted)
         folder = root / key.replace("/", "-")
