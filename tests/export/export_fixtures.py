@@ -124,12 +124,13 @@ def worker_env(tmp_path: Path, offline: bool = True, **extra) -> dict:
     return env
 
 
-def run_worker(job: dict, tmp_path: Path, env: dict | None = None) -> dict:
-    """Run `remote_code_worker.py` on ``job`` in a fresh process (cwd outside the repository); its results."""
+def run_worker(job: dict, tmp_path: Path, env: dict | None = None, worker: Path = WORKER) -> dict:
+    """Run ``worker`` (default `remote_code_worker.py`) on ``job`` in a fresh process (cwd outside the repository);
+    its results."""
     work = tmp_path / "worker"
     work.mkdir(exist_ok=True)
     (work / "job.json").write_text(json.dumps(job, ensure_ascii=False))
-    done = subprocess.run([sys.executable, str(WORKER), "job.json", "results.pt"], cwd=work,
+    done = subprocess.run([sys.executable, str(worker), "job.json", "results.pt"], cwd=work,
                           env=env if env is not None else worker_env(tmp_path), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, f"worker failed:\n{done.stderr[-6000:]}"

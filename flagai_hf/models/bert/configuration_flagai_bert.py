@@ -14,7 +14,7 @@ from ...modules.flagai_api import FlagAIConfigMixin
 
 class FlagAIBertConfig(FlagAIConfigMixin, PreTrainedConfig):
     model_type = "flagai_bert"
-    keys_to_ignore_at_inference = ["hidden_states", "cache", "attentions"]
+    keys_to_ignore_at_inference = ["hidden_states", "last_hidden_state", "pooler_output", "cache", "attentions"]
     attribute_map = {"num_layers": "num_hidden_layers"}
     required_keys = {
         "vocab_size": (),

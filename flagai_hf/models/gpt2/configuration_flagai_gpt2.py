@@ -22,7 +22,7 @@ from ...modules.flagai_api import FlagAIConfigMixin
 
 class FlagAIGPT2Config(FlagAIConfigMixin, PreTrainedConfig):
     model_type = "flagai_gpt2"
-    keys_to_ignore_at_inference = ["hidden_states", "cache", "past_key_values", "attentions"]
+    keys_to_ignore_at_inference = ["hidden_states", "last_hidden_state", "cache", "past_key_values", "attentions"]
     attribute_map = {
         "hidden_size": "n_embd",
         "num_hidden_layers": "n_layer",
