@@ -29,9 +29,12 @@ class ModelHubSource:
     def describe(self) -> str:
         return self.label
 
-    def download(self, model_name: str, folder: Path) -> dict:
+    def plan(self, model_name: str) -> list[RemoteFile]:
+        """Every file of ``model_name`` with its URL and size (API calls only: nothing is written)."""
         model_id = self.model_id(model_name)
-        remotes = [self.remote_file(model_id, model_name, name) for name in self.file_names(model_name)]
+        return [self.remote_file(model_id, model_name, name) for name in self.file_names(model_name)]
+
+    def download(self, remotes: list[RemoteFile], folder: Path) -> dict:
         return download_files(remotes, folder, self.label, self.settings)
 
     def model_id(self, model_name: str) -> str:
