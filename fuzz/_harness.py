@@ -16,16 +16,26 @@ from transformers.utils import logging as hf_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "fuzz" / "corpus"
+# Instrumented for coverage feedback: our package, and for the tokenizer targets transformers' Python tokenizer layers
+# (the Rust ``tokenizers`` and sentencepiece cores are not Python and stay opaque).
+TOKENIZER_MODULES = ["flagai_hf", "transformers.tokenization_utils_base", "transformers.tokenization_python",
+                     "transformers.tokenization_utils_sentencepiece", "transformers.tokenization_utils_tokenizers"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the brief run forks one process per target
 hf_logging.set_verbosity_error()  # config warnings on every input would drown the fuzzer's output
 
 
 def main(module) -> None:
-    """Fuzz ``module.TestOneInput`` with the command line's libFuzzer options (its corpus folder by default)."""
+    """Fuzz ``module.TestOneInput`` with the command line's libFuzzer options. Without corpus folders given, new
+    inputs go to a fresh temporary folder, and the target's regression corpus ``fuzz/corpus/<target>`` is read."""
+    import tempfile
+
     argv = list(sys.argv)
     if not any(not arg.startswith("-") for arg in argv[1:]):
-        argv.append(str(CORPUS / Path(module.__file__).stem))
+        work = tempfile.mkdtemp(prefix=f"fuzz_{Path(module.__file__).stem}_")
+        seeds = CORPUS / Path(module.__file__).stem
+        argv += [work, *([str(seeds)] if seeds.is_dir() else [])]
+        print(f"fuzz: new inputs go to {work}", file=sys.stderr)
     if hasattr(module, "prepare"):
         module.prepare()
     atheris.Setup(argv, module.TestOneInput)
