@@ -99,8 +99,8 @@ def parse_download_answer(body: bytes, label: str, model_name: str, name: str) -
         size = None
     elif isinstance(size, int) and not isinstance(size, bool) and size >= 0:
         pass
-    elif isinstance(size, str) and re.fullmatch(r"[0-9]{1,20}", size.strip()):
-        size = int(size)
+    elif isinstance(size, str) and (digits := re.fullmatch(r"[ \t\r\n]*([0-9]{1,20})[ \t\r\n]*", size)):
+        size = int(digits[1])  # ASCII digits only: int() and str.strip() accept other digits and spaces
     else:
         raise SourceUnavailable(f"{label}: downloadCode for {name!r} gave size {size!r}: a size is a "
                                 f"non-negative integer")
