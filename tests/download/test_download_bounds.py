@@ -7,32 +7,18 @@ import json
 import time
 
 import pytest
-from download_servers import FakeModelHub, folder_files, logits_of, tiny_bert_folder
+from download_servers import logits_of
+from test_download_modelhub import MODEL, hub, source  # noqa: F401 -- the fake hub serving a tiny BERT, and its files
+from test_download_modelhub import load as load_once
 
 from flagai_hf import BertModel
 from flagai_hf.download import ModelNotFoundError, markers
 
-MODEL = "tiny-bert"
 WEIGHTS = "model.safetensors"
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    folder = tiny_bert_folder(tmp_path_factory.mktemp("source"))
-    return folder_files(folder), logits_of(BertModel.from_pretrained(folder))
-
-
-@pytest.fixture
-def hub(source, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with FakeModelHub({MODEL: dict(source[0])}) as server:
-        yield server
-
-
 def load(hub, path, **options):
-    settings = {"sources": "local,modelhub", "modelhub_url": hub.url, "retry_backoff": 0.01, "progress": False,
-                "download_retries": 1, **options}
-    return BertModel.from_pretrain(path, MODEL, **settings)
+    return load_once(hub, path, **{"download_retries": 1, **options})
 
 
 def disk_use(folder):
@@ -57,12 +43,12 @@ def assert_nothing_loadable(tmp_path, *, parts_allowed=False):
                           r"refused before reading the body"),
 ])
 def test_a_body_longer_than_the_listed_size_is_cut_there_and_refused(hub, source, tmp_path, fault, message):
-    size = len(source[0][WEIGHTS])
+    size = len(source[1][WEIGHTS])
     hub.faults[(MODEL, WEIGHTS)] = [fault] * 3
     with pytest.raises(ModelNotFoundError, match=rf"{WEIGHTS} from BAAI ModelHub .*: " + message.format(size=size)):
         load(hub, tmp_path)
     assert hub.gets[(MODEL, WEIGHTS)] == 1  # a lying server is not asked again
-    assert disk_use(tmp_path / MODEL) < sum(map(len, source[0].values())) + 4096  # never past the listed sizes
+    assert disk_use(tmp_path / MODEL) < sum(map(len, source[1].values())) + 4096  # never past the listed sizes
     assert_nothing_loadable(tmp_path)
 
 
@@ -82,7 +68,7 @@ def test_a_file_with_neither_size_nor_digest_is_checked_by_its_structure(hub, so
     for name in ("config.json", WEIGHTS):
         hub.wrong_size[(MODEL, name)] = None
     model = load(hub, tmp_path)
-    assert (logits_of(model) - source[1]).abs().max().item() == 0.0
+    assert (logits_of(model) - source[2]).abs().max().item() == 0.0
     files = json.loads((tmp_path / MODEL / markers.COMPLETE).read_text())["files"]
     assert {name: entry["checked_by"] for name, entry in files.items()} == {
         "config.json": "structure", WEIGHTS: "structure", "vocab.txt": "size"}
