@@ -236,7 +236,7 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
                 raise FetchError(f"{remote.name}: unexpected HTTP {response.status} {response.reason} "
                                  f"for {_redact(url)}")
             start = _start_offset(response, have)
-            announced = _announced_end(response, start, remote, source, part)
+            announced = _announced_end(response, start, remote, source, part, options)
             expected_end = announced if announced is not None else remote.size
             limit, why = _body_limit(remote, announced, options)
             mode = "ab" if start else "wb"
@@ -277,8 +277,10 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
     raise FetchError(f"{remote.name}: too many redirects from {_redact(remote.url)}")
 
 
-def _announced_end(response, start: int, remote: RemoteFile, source: str, part: Path) -> int | None:
-    """Where the server says the body ends (``Content-Length``), refused when past the size the source listed."""
+def _announced_end(response, start: int, remote: RemoteFile, source: str, part: Path,
+                   options: FetchOptions) -> int | None:
+    """Where the server says the body ends (``Content-Length``), refused when past the size the source listed (or,
+    none listed, past ``max_unverified_size``)."""
     length = response.getheader("Content-Length")
     if length is None:
         return None
@@ -289,6 +291,11 @@ def _announced_end(response, start: int, remote: RemoteFile, source: str, part: 
         part.unlink(missing_ok=True)
         raise IntegrityError(f"{remote.name} from {source}: the server announces {end} bytes (Content-Length), the "
                              f"source listed {remote.size}: refused before reading the body")
+    if remote.size is None and end > options.max_unverified_size:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{remote.name} from {source}: the server announces {end} bytes (Content-Length), more "
+                             f"than max_unverified_size ({options.max_unverified_size}), the cap on a file whose "
+                             f"source listed no size: refused before reading the body")
     return end
 
 
@@ -296,7 +303,7 @@ def _body_limit(remote: RemoteFile, announced: int | None, options: FetchOptions
     """The byte offset no body may pass, and why: the listed size, else the Content-Length, else the cap."""
     if remote.size is not None:
         return remote.size, "the size the source listed"
-    if announced is not None and announced <= options.max_unverified_size:
+    if announced is not None:
         return announced, "its Content-Length"
     return options.max_unverified_size, (f"max_unverified_size, the cap on a file whose source listed no size; "
                                          f"raise it if the file is really larger")

@@ -52,13 +52,17 @@ def test_a_body_longer_than_the_listed_size_is_cut_there_and_refused(hub, source
     assert_nothing_loadable(tmp_path)
 
 
-def test_an_endless_body_without_a_listed_size_stops_at_the_cap(hub, tmp_path):
+@pytest.mark.parametrize("fault, message", [
+    ("endless", r"the server sent more than 1048576 bytes \(max_unverified_size, the cap on a file whose source listed "
+                r"no size"),
+    ("endless-announced", r"the server announces 1099511627776 bytes \(Content-Length\), more than max_unverified_size "
+                          r"\(1048576\), the cap on a file whose source listed no size: refused before reading"),
+])
+def test_an_endless_body_without_a_listed_size_stops_at_the_cap(hub, tmp_path, fault, message):
     hub.wrong_size[(MODEL, WEIGHTS)] = None  # downloadCode gives no size (and the hub no digest)
-    hub.faults[(MODEL, WEIGHTS)] = ["endless"]
+    hub.faults[(MODEL, WEIGHTS)] = [fault]
     cap = 1 << 20
-    with pytest.raises(ModelNotFoundError, match=rf"{WEIGHTS} from BAAI ModelHub .*: the server sent more than {cap} "
-                                                 rf"bytes \(max_unverified_size, the cap on a file whose source listed "
-                                                 rf"no size"):
+    with pytest.raises(ModelNotFoundError, match=rf"{WEIGHTS} from BAAI ModelHub .*: {message}"):
         load(hub, tmp_path, max_unverified_size=cap)
     assert disk_use(tmp_path / MODEL) < cap + 4096
     assert_nothing_loadable(tmp_path)
