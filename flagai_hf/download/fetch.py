@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -284,7 +285,7 @@ def _announced_end(response, start: int, remote: RemoteFile, source: str, part: 
     length = response.getheader("Content-Length")
     if length is None:
         return None
-    if not length.strip().isdigit():
+    if not re.fullmatch(r"[0-9]{1,20}", length.strip(" \t")):  # ASCII digits: str.isdigit() also takes "²"
         raise _Retryable(f"unreadable Content-Length {length!r}")
     end = start + int(length)
     if remote.size is not None and end > remote.size:
