@@ -5,12 +5,20 @@ an HTTP ``Range`` request. Connection errors, read timeouts, 429/5xx answers and
 retried (bounded, exponential backoff; a request that brought new bytes resets the count). The finished part is
 checked against the advertised size and digests (sha256, or md5 for S3 ETags) and only then renamed onto the target
 with ``os.replace``; a part that fails the check is deleted. Connect and read timeouts are separate.
+
+Bounds, whatever the server does: a body is never written past the size the source listed (else the
+``Content-Length``, else ``max_unverified_size``): a server sending more is refused and its part deleted. A file whose
+source gave neither size nor digest must also pass a structure check of its type (``formats.check_whole``) before it
+is moved into place. Every file has an overall deadline (``file_deadline``, all requests and retries together) and
+every API call one of its own (``api_deadline``), on top of the per-read timeout: a server that dribbles bytes fails
+when the deadline is spent.
 """
 
 import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -18,6 +26,8 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from transformers.utils import logging
+
+from .formats import check_whole
 
 logger = logging.get_logger(__name__)
 
@@ -44,6 +54,10 @@ class DiskError(FetchError):
     neither retried nor handed to the next source."""
 
 
+class DeadlineExceeded(FetchError):
+    """A file or API call that did not finish within its overall deadline; not retried."""
+
+
 class _Retryable(Exception):
     """A transient failure worth another request."""
 
@@ -55,6 +69,28 @@ class FetchOptions:
     retries: int = 5  # failed requests in a row before giving up
     backoff: float = 1.0  # first wait between retries in seconds; doubled after each failure
     progress: bool = True  # a tqdm bar per file
+    file_deadline: float = 6 * 3600.0  # seconds for one file, every request and retry included
+    api_deadline: float = 120.0  # seconds for one API call (file list, download code), retries included
+    max_unverified_size: int = 16 << 30  # bytes written at most for a file whose source listed no size
+
+
+class Deadline:
+    """The moment an operation must be done by; ``remaining()`` raises ``DeadlineExceeded`` once it has passed."""
+
+    def __init__(self, seconds: float, what: str, setting: str):
+        self.seconds, self.what, self.setting = seconds, what, setting
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"{self.what} did not finish within its {self.seconds:g}s deadline (the "
+                                   f"{self.setting} setting); stopped there")
+        return left
+
+    def timeout(self, limit: float) -> float:
+        """A socket timeout: ``limit``, or less when the deadline is nearer."""
+        return min(limit, self.remaining())
 
 
 @dataclass(frozen=True)
@@ -67,6 +103,15 @@ class RemoteFile:
     sha256: str | None = None  # hex
     md5: str | None = None  # hex (an S3 ETag of a single-part upload)
     headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def checked_by(self) -> str:
+        """What proves the downloaded file whole: its digest, its size, or (neither listed) its structure."""
+        if self.sha256:
+            return "sha256"
+        if self.md5:
+            return "md5"
+        return "size" if self.size is not None else "structure"
 
 
 def part_path(target: Path) -> Path:
@@ -98,15 +143,22 @@ def verify(path: Path, remote: RemoteFile, source: str) -> str:
     if remote.md5 and md5.hexdigest() != remote.md5.lower():
         raise IntegrityError(f"{remote.name} from {source}: md5 {md5.hexdigest()} differs from the advertised "
                              f"{remote.md5} (ETag)")
+    if remote.checked_by == "structure":  # the server's word that the body ended is no proof
+        problem = check_whole(path, remote.name)
+        if problem:
+            raise IntegrityError(f"{remote.name} from {source}: the source gave neither its size nor a digest, and "
+                                 f"{problem}")
     return sha256.hexdigest()
 
 
 def fetch(remote: RemoteFile, target: Path, source: str, options: FetchOptions = FetchOptions()) -> str:
-    """Download ``remote`` to ``target`` (resuming a part file left by an earlier run); returns its sha256."""
+    """Download ``remote`` to ``target`` (resuming a part file left by an earlier run); returns its sha256.
+    Within ``options.file_deadline`` or ``DeadlineExceeded`` (the part file stays, for the next run to resume)."""
+    deadline = Deadline(options.file_deadline, f"Downloading {remote.name} from {source}", "file_deadline")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target)
     resumed = part.exists() and part.stat().st_size > 0
-    _download_part(remote, part, source, options)
+    _download_part(remote, part, source, options, deadline)
     try:
         digest = verify(part, remote, source)
     except IntegrityError:
@@ -115,7 +167,7 @@ def fetch(remote: RemoteFile, target: Path, source: str, options: FetchOptions =
             raise
         # The part kept from an earlier run may hold another server's bytes: one fresh download from zero.
         logger.warning(f"{remote.name} from {source}: resumed file failed verification; downloading it again")
-        _download_part(remote, part, source, options)
+        _download_part(remote, part, source, options, deadline)
         try:
             digest = verify(part, remote, source)
         except IntegrityError:
@@ -125,7 +177,7 @@ def fetch(remote: RemoteFile, target: Path, source: str, options: FetchOptions =
     return digest
 
 
-def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOptions) -> None:
+def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOptions, deadline: Deadline) -> None:
     """Append to ``part`` until it holds the whole body, retrying transient failures."""
     failures = 0
     bar = _progress_bar(remote, part, options)
@@ -138,7 +190,7 @@ def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOp
             if remote.size is not None and have == remote.size and have > 0:
                 return
             try:
-                complete, received = _request_into(remote, part, have, options, bar)
+                complete, received = _request_into(remote, part, have, source, options, bar, deadline)
             except _Retryable as error:
                 received = part.stat().st_size - have if part.exists() else 0
                 failures = 0 if received > 0 else failures + 1
@@ -148,7 +200,7 @@ def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOp
                 wait = options.backoff * 2 ** max(failures - 1, 0)
                 count = f"failure {failures}/{options.retries}" if failures else "resuming after new bytes"
                 logger.warning(f"{remote.name} from {source}: {error}; retrying in {wait:.1f}s ({count})")
-                time.sleep(wait)
+                time.sleep(min(wait, deadline.remaining()))
                 continue
             if complete:
                 return
@@ -157,14 +209,16 @@ def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOp
             bar.close()
 
 
-def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptions, bar) -> tuple[bool, int]:
-    """One GET (following redirects) appending to ``part`` from byte ``have``; returns (complete, bytes received)."""
+def _request_into(remote: RemoteFile, part: Path, have: int, source: str, options: FetchOptions, bar,
+                  deadline: Deadline) -> tuple[bool, int]:
+    """One GET (following redirects) appending to ``part`` from byte ``have``; returns (complete, bytes received).
+    Never writes past ``_body_limit``: a server sending more is refused (``IntegrityError``, part deleted)."""
     headers = {"Accept-Encoding": "identity", "User-Agent": "flagai_hf", **dict(remote.headers)}
     if have:
         headers["Range"] = f"bytes={have}-"
     url = remote.url
     for _ in range(10):  # redirects
-        connection, response = _open(url, headers, options)
+        connection, sock, response = _open(url, headers, options, deadline)
         try:
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location"))
@@ -183,8 +237,9 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
                 raise FetchError(f"{remote.name}: unexpected HTTP {response.status} {response.reason} "
                                  f"for {_redact(url)}")
             start = _start_offset(response, have)
-            length = response.getheader("Content-Length")
-            expected_end = start + int(length) if length is not None else remote.size
+            announced = _announced_end(response, start, remote, source, part, options)
+            expected_end = announced if announced is not None else remote.size
+            limit, why = _body_limit(remote, announced, options)
             mode = "ab" if start else "wb"
             if bar is not None and start == 0 and have:
                 bar.reset(total=remote.size)
@@ -192,16 +247,23 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
             with _open_part(part, mode, remote) as handle:
                 try:
                     while True:
+                        sock.settimeout(deadline.timeout(options.read_timeout))
                         block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
                         if not block:
                             break
+                        if start + received + len(block) > limit:
+                            handle.close()
+                            part.unlink(missing_ok=True)
+                            raise IntegrityError(f"{remote.name} from {source}: the server sent more than {limit} "
+                                                 f"bytes ({why}); stopped there and deleted the part file")
                         _write(handle, block, part, remote)
                         received += len(block)
                         if bar is not None:
                             bar.update(len(block))
-                except DiskError:
+                except FetchError:  # DiskError, IntegrityError, DeadlineExceeded: final
                     raise
                 except (socket.timeout, TimeoutError) as error:
+                    deadline.remaining()  # the deadline, not the read timeout, when it is spent
                     raise _Retryable(f"no data for {options.read_timeout}s (read timeout)") from error
                 except (http.client.IncompleteRead, ConnectionError, OSError) as error:
                     raise _Retryable(f"connection dropped after {start + received} bytes ({error})") from error
@@ -214,6 +276,38 @@ def _request_into(remote: RemoteFile, part: Path, have: int, options: FetchOptio
         finally:
             connection.close()
     raise FetchError(f"{remote.name}: too many redirects from {_redact(remote.url)}")
+
+
+def _announced_end(response, start: int, remote: RemoteFile, source: str, part: Path,
+                   options: FetchOptions) -> int | None:
+    """Where the server says the body ends (``Content-Length``), refused when past the size the source listed (or,
+    none listed, past ``max_unverified_size``)."""
+    length = response.getheader("Content-Length")
+    if length is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,20}", length.strip(" \t")):  # ASCII digits: str.isdigit() also takes "²"
+        raise _Retryable(f"unreadable Content-Length {length!r}")
+    end = start + int(length)
+    if remote.size is not None and end > remote.size:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{remote.name} from {source}: the server announces {end} bytes (Content-Length), the "
+                             f"source listed {remote.size}: refused before reading the body")
+    if remote.size is None and end > options.max_unverified_size:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{remote.name} from {source}: the server announces {end} bytes (Content-Length), more "
+                             f"than max_unverified_size ({options.max_unverified_size}), the cap on a file whose "
+                             f"source listed no size: refused before reading the body")
+    return end
+
+
+def _body_limit(remote: RemoteFile, announced: int | None, options: FetchOptions) -> tuple[int, str]:
+    """The byte offset no body may pass, and why: the listed size, else the Content-Length, else the cap."""
+    if remote.size is not None:
+        return remote.size, "the size the source listed"
+    if announced is not None:
+        return announced, "its Content-Length"
+    return options.max_unverified_size, (f"max_unverified_size, the cap on a file whose source listed no size; "
+                                         f"raise it if the file is really larger")
 
 
 def _disk_error(error: OSError, part: Path, remote: RemoteFile) -> DiskError:
@@ -237,23 +331,29 @@ def _write(handle, block: bytes, part: Path, remote: RemoteFile) -> None:
         raise _disk_error(error, part, remote) from error
 
 
-def _open(url: str, headers: dict, options: FetchOptions):
-    """Connect (``connect_timeout``), send the GET and read the status line (``read_timeout``)."""
+def _open(url: str, headers: dict, options: FetchOptions, deadline: Deadline):
+    """Connect (``connect_timeout``), send the GET and read the status line (``read_timeout``), both cut short by
+    ``deadline``; returns (connection, its socket, response)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"Unsupported URL scheme {parts.scheme!r} in {_redact(url)}: only http and https")
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(parts.hostname, parts.port, timeout=options.connect_timeout)
+    connection = kind(parts.hostname, parts.port, timeout=deadline.timeout(options.connect_timeout))
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     try:
         connection.connect()
-        connection.sock.settimeout(options.read_timeout)
+        sock = connection.sock  # kept: http.client drops connection.sock when the answer closes the connection
+        sock.settimeout(deadline.timeout(options.read_timeout))
         connection.request("GET", path, headers=headers)
-        return connection, connection.getresponse()
+        return connection, sock, connection.getresponse()
+    except DeadlineExceeded:
+        connection.close()
+        raise
     except (socket.timeout, TimeoutError) as error:
         connection.close()
+        deadline.remaining()
         raise _Retryable(f"timed out connecting to or waiting for {parts.netloc}") from error
     except (ConnectionError, http.client.HTTPException, OSError) as error:
         connection.close()
@@ -292,25 +392,31 @@ def _redact(url: str) -> str:
 
 def request(method: str, url: str, source: str, options: FetchOptions, json_body=None) -> bytes:
     """The body of a small API call (``json_body`` sent as JSON), retrying transient failures; ``FetchError``
-    (or ``MissingRemoteFile`` for 404) otherwise."""
+    (or ``MissingRemoteFile`` for 404) otherwise. At most ``MAX_API_RESPONSE`` bytes are read, and the whole call,
+    retries included, ends within ``options.api_deadline`` (``DeadlineExceeded``)."""
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = None if json_body is None else json.dumps(json_body).encode()
     headers = {"User-Agent": "flagai_hf", "Accept": "application/json, text/plain"}
     if body is not None:
         headers["Content-Type"] = "application/json"
+    deadline = Deadline(options.api_deadline, f"{source}: {method} {_redact(url)}", "api_deadline")
     failures = 0
     while True:
         kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = kind(parts.hostname, parts.port, timeout=options.connect_timeout)
+        connection = kind(parts.hostname, parts.port, timeout=deadline.timeout(options.connect_timeout))
         try:
             try:
                 connection.connect()
-                connection.sock.settimeout(options.read_timeout)
+                sock = connection.sock
+                sock.settimeout(deadline.timeout(options.read_timeout))
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read(MAX_API_RESPONSE + 1)
+                data = _read_capped(sock, response, options, deadline)
+            except DeadlineExceeded:
+                raise
             except (socket.timeout, TimeoutError):
+                deadline.remaining()
                 error = f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)"
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 error = f"cannot reach {parts.netloc} ({exc})"
@@ -331,4 +437,16 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
         failures += 1
         if failures > options.retries:
             raise FetchError(f"{source}: {method} {_redact(url)} failed {failures} times (last: {error})")
-        time.sleep(options.backoff * 2 ** (failures - 1))
+        time.sleep(min(options.backoff * 2 ** (failures - 1), deadline.remaining()))
+
+
+def _read_capped(sock, response, options: FetchOptions, deadline: Deadline) -> bytes:
+    """An API answer's body, up to ``MAX_API_RESPONSE + 1`` bytes, each read cut short by ``deadline``."""
+    data = bytearray()
+    while len(data) <= MAX_API_RESPONSE:
+        sock.settimeout(deadline.timeout(options.read_timeout))
+        block = response.read1(MAX_API_RESPONSE + 1 - len(data))
+        if not block:
+            break
+        data += block
+    return bytes(data)

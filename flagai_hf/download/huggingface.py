@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .fetch import CHUNK, IntegrityError, sha256_of
+from .formats import check_whole
 from .names import check_file_name, hub_repo_id, select_hub_files
 from .sources import DownloadSettings, SourceUnavailable
 
@@ -26,8 +27,9 @@ class HubSource:
     def describe(self) -> str:
         return self.label
 
-    def download(self, model_name: str, folder: Path) -> dict:
-        from huggingface_hub import HfApi, hf_hub_download
+    def plan(self, model_name: str) -> tuple:
+        """(repo id, commit, the files to fetch, the listing by name), every listed name checked; nothing written."""
+        from huggingface_hub import HfApi
 
         repo_id = hub_repo_id(model_name)
         if repo_id is None:
@@ -48,15 +50,23 @@ class HubSource:
         if "config.json" not in wanted:
             raise SourceUnavailable(f"{self.label}: {repo_id!r} has no config.json (files: "
                                     f"{', '.join(sorted(siblings)[:20])})")
+        return repo_id, info.sha, wanted, siblings
+
+    def download(self, plan: tuple, folder: Path) -> dict:
+        from huggingface_hub import hf_hub_download
+
+        repo_id, commit, wanted, siblings = plan
         manifest = {}
         for name in wanted:
-            path = Path(hf_hub_download(repo_id, name, revision=info.sha, local_dir=folder, endpoint=self.endpoint,
+            path = Path(hf_hub_download(repo_id, name, revision=commit, local_dir=folder, endpoint=self.endpoint,
                                         token=self.settings.hf_token, etag_timeout=self.settings.connect_timeout))
-            manifest[name] = {"size": path.stat().st_size, "sha256": self._verify(path, siblings[name])}
+            digest, checked_by = self._verify(path, siblings[name])
+            manifest[name] = {"size": path.stat().st_size, "sha256": digest, "checked_by": checked_by}
         return manifest
 
-    def _verify(self, path: Path, sibling) -> str:
-        """The file's sha256 after checking it against the listing's size and digest (LFS sha256 or git blob id)."""
+    def _verify(self, path: Path, sibling) -> tuple[str, str]:
+        """The file's sha256 and what checked it: the listing's LFS sha256 or git blob id, else its size, else (a
+        mirror listing neither) the structure of its type (``formats.check_whole``)."""
         size = path.stat().st_size
         if sibling.size is not None and size != sibling.size:
             self._reject(path, f"{size} bytes, the Hub lists {sibling.size}")
@@ -65,7 +75,7 @@ class HubSource:
             digest = sha256_of(path)
             if digest != lfs.sha256:
                 self._reject(path, f"sha256 {digest} differs from the Hub's {lfs.sha256}")
-            return digest
+            return digest, "sha256"
         if sibling.blob_id:
             blob = hashlib.sha1(f"blob {size}\0".encode())  # git's object id of the file
             with open(path, "rb") as handle:
@@ -73,7 +83,13 @@ class HubSource:
                     blob.update(block)
             if blob.hexdigest() != sibling.blob_id:
                 self._reject(path, f"git blob id {blob.hexdigest()} differs from the Hub's {sibling.blob_id}")
-        return sha256_of(path)
+            return sha256_of(path), "git blob id"
+        if sibling.size is not None:
+            return sha256_of(path), "size"
+        problem = check_whole(path, path.name)
+        if problem:
+            self._reject(path, f"the listing gives neither its size nor a digest, and {problem}")
+        return sha256_of(path), "structure"
 
     def _reject(self, path: Path, problem: str):
         os.remove(path)

@@ -10,6 +10,7 @@
 
 import ast
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,9 +30,12 @@ class ModelHubSource:
     def describe(self) -> str:
         return self.label
 
-    def download(self, model_name: str, folder: Path) -> dict:
+    def plan(self, model_name: str) -> list[RemoteFile]:
+        """Every file of ``model_name`` with its URL and size (API calls only: nothing is written)."""
         model_id = self.model_id(model_name)
-        remotes = [self.remote_file(model_id, model_name, name) for name in self.file_names(model_name)]
+        return [self.remote_file(model_id, model_name, name) for name in self.file_names(model_name)]
+
+    def download(self, remotes: list[RemoteFile], folder: Path) -> dict:
         return download_files(remotes, folder, self.label, self.settings)
 
     def model_id(self, model_name: str) -> str:
@@ -41,49 +45,73 @@ class ModelHubSource:
         return text
 
     def file_names(self, model_name: str) -> list[str]:
-        text = self._get("searchModelFileByName", model_name)
-        try:
-            names = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            try:
-                names = json.loads(text)
-            except ValueError:
-                names = None
-        if not isinstance(names, (list, tuple)) or not names:
-            raise SourceUnavailable(f"{self.label} answered the file list of {model_name!r} with {text[:200]!r}, "
-                                    f"not a non-empty list of file names")
-        return [check_file_name(name, self.label) for name in names]
+        return parse_file_list(self._get("searchModelFileByName", model_name), self.label, model_name)
 
     def remote_file(self, model_id: str, model_name: str, name: str) -> RemoteFile:
         body = request("POST", f"{self.base}/api/downloadCode", self.label, self.settings.fetch_options,
                        json_body={"model_id": model_id, "checkpoint_name": name})
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} answered {body[:200]!r}, "
-                                    f"not JSON") from None
-        if str(answer.get("code")) == MISSING_FILE_CODE:
-            offered = answer.get("files")
-            raise MissingRemoteFile(f"{self.label} has no file {name!r} for {model_name!r} (code 40002)"
-                                    + (f"; it offers {offered}" if offered else ""))
-        url, size = answer.get("url"), answer.get("size")
-        if not url:
-            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave no url (answer code "
-                                    f"{answer.get('code')!r})")
-        if size in (None, ""):
-            size = None
-        elif isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-            pass
-        elif isinstance(size, str) and size.strip().isdigit():
-            size = int(size)
-        else:
-            raise SourceUnavailable(f"{self.label}: downloadCode for {name!r} gave size {size!r}: a size is a "
-                                    f"non-negative integer")
-        return RemoteFile(name=name, url=url, size=size, sha256=answer.get("sha256") or None)
+        return parse_download_answer(body, self.label, model_name, name)
 
     def _get(self, endpoint: str, model_name: str) -> str:
         url = f"{self.base}/api/{endpoint}?model_name={quote(model_name)}"
         try:
-            return request("GET", url, self.label, self.settings.fetch_options).decode("utf-8")
+            body = request("GET", url, self.label, self.settings.fetch_options)
         except MissingRemoteFile as error:
             raise SourceUnavailable(f"{self.label} does not serve {endpoint} ({error})") from None
+        return _text(body, f"{self.label}: the answer to {endpoint}")
+
+
+# The answers are untrusted bytes: each parser below returns what it promises or raises SourceUnavailable /
+# MissingRemoteFile / UnsafeFileName naming the answer (fuzzed by fuzz/modelhub_answers.py).
+
+def parse_file_list(text: str, label: str, model_name: str) -> list[str]:
+    """searchModelFileByName's answer (a Python literal list, or JSON) -> the checked file names."""
+    try:
+        names = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        try:
+            names = json.loads(text)
+        except (ValueError, RecursionError):
+            names = None
+    if not isinstance(names, (list, tuple)) or not names:
+        raise SourceUnavailable(f"{label} answered the file list of {model_name!r} with {text[:200]!r}, "
+                                f"not a non-empty list of file names")
+    return [check_file_name(name, label) for name in names]
+
+
+def parse_download_answer(body: bytes, label: str, model_name: str, name: str) -> RemoteFile:
+    """downloadCode's JSON answer for file ``name`` -> where to fetch it and its size (and sha256, if given)."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise SourceUnavailable(f"{label}: downloadCode for {name!r} answered {body[:200]!r}, not a JSON object")
+    if str(answer.get("code")) == MISSING_FILE_CODE:
+        offered = answer.get("files")
+        raise MissingRemoteFile(f"{label} has no file {name!r} for {model_name!r} (code 40002)"
+                                + (f"; it offers {str(offered)[:500]}" if offered else ""))
+    url, size, sha256 = answer.get("url"), answer.get("size"), answer.get("sha256") or None
+    if not url or not isinstance(url, str):
+        raise SourceUnavailable(f"{label}: downloadCode for {name!r} gave no url (answer code "
+                                f"{str(answer.get('code'))[:50]!r})")
+    if size in (None, ""):
+        size = None
+    elif isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        pass
+    elif isinstance(size, str) and (digits := re.fullmatch(r"[ \t\r\n]*([0-9]{1,20})[ \t\r\n]*", size)):
+        size = int(digits[1])  # ASCII digits only: int() and str.strip() accept other digits and spaces
+    else:
+        raise SourceUnavailable(f"{label}: downloadCode for {name!r} gave size {size!r}: a size is a "
+                                f"non-negative integer")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise SourceUnavailable(f"{label}: downloadCode for {name!r} gave sha256 {str(sha256)[:100]!r}: a sha256 "
+                                f"is 64 hex digits")
+    return RemoteFile(name=name, url=url, size=size, sha256=sha256)
+
+
+def _text(body: bytes, what: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SourceUnavailable(f"{what} is not UTF-8 text ({error})") from None

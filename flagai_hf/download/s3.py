@@ -30,11 +30,14 @@ class S3Source:
                                     "FLAGAI_HF_S3_BUCKET / FLAGAI_HF_S3_ENDPOINT / FLAGAI_HF_S3_PREFIX")
         return self.label
 
-    def download(self, model_name: str, folder: Path) -> dict:
+    def plan(self, model_name: str) -> list[RemoteFile]:
+        """Every object under ``<prefix>/<model_name>/`` as a file to fetch (listing and HEADs only)."""
         client = self._client()
         key_prefix = f"{self.prefix}/{model_name}/" if self.prefix else f"{model_name}/"
-        remotes = [self._remote_file(client, key, key[len(key_prefix):])
-                   for key in self._keys(client, key_prefix, model_name)]
+        return [self._remote_file(client, key, key[len(key_prefix):])
+                for key in self._keys(client, key_prefix, model_name)]
+
+    def download(self, remotes: list[RemoteFile], folder: Path) -> dict:
         return download_files(remotes, folder, self.label, self.settings)
 
     def _keys(self, client, key_prefix: str, model_name: str) -> list[str]:

@@ -13,8 +13,13 @@ Settings come from keyword arguments, else environment variables read at call ti
 ``FLAGAI_HF_MODELHUB_URL``, ``FLAGAI_HF_S3_ENDPOINT``, ...; see ``DownloadSettings``). Each attempt is logged;
 when every source fails, one ``ModelNotFoundError`` names each source tried and why. ``HF_HUB_OFFLINE=1`` skips the
 network sources.
+
+Each network source is asked in two steps: ``plan(model_name)`` lists the files and checks every name, size and
+digest the source gives (no disk is touched), then ``download(plan, folder)`` fetches them under the folder's lock.
+So a source offering a bad name leaves no folder and no lock behind.
 """
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -57,6 +62,9 @@ class DownloadSettings:
     retry_backoff: float = 0.5  # first wait between retries, doubled each time
     lock_timeout: float = 6 * 3600.0  # FLAGAI_HF_LOCK_TIMEOUT: how long to wait for another process's download
     progress: bool = True  # a tqdm bar per file
+    file_deadline: float = 6 * 3600.0  # FLAGAI_HF_FILE_DEADLINE: seconds for one file, every retry included
+    api_deadline: float = 120.0  # FLAGAI_HF_API_DEADLINE: seconds for one API call, every retry included
+    max_unverified_size: int = 16 << 30  # FLAGAI_HF_MAX_UNVERIFIED_SIZE: bytes of a file listed without a size
 
     @classmethod
     def from_call(cls, **given) -> "DownloadSettings":
@@ -75,6 +83,9 @@ class DownloadSettings:
             "read_timeout": _number(env, "FLAGAI_HF_READ_TIMEOUT", float),
             "download_retries": _number(env, "FLAGAI_HF_RETRIES", int),
             "lock_timeout": _number(env, "FLAGAI_HF_LOCK_TIMEOUT", float),
+            "file_deadline": _number(env, "FLAGAI_HF_FILE_DEADLINE", float),
+            "api_deadline": _number(env, "FLAGAI_HF_API_DEADLINE", float),
+            "max_unverified_size": _number(env, "FLAGAI_HF_MAX_UNVERIFIED_SIZE", int),
         }
         values.update({key: value for key, value in given.items() if value is not None})
         values = {key: value for key, value in values.items() if value is not None}
@@ -85,7 +96,9 @@ class DownloadSettings:
     @property
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-                            retries=self.download_retries, backoff=self.retry_backoff, progress=self.progress)
+                            retries=self.download_retries, backoff=self.retry_backoff, progress=self.progress,
+                            file_deadline=self.file_deadline, api_deadline=self.api_deadline,
+                            max_unverified_size=self.max_unverified_size)
 
 
 SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(DownloadSettings))
@@ -140,30 +153,43 @@ def resolve(download_path, model_name: str, settings: DownloadSettings | None = 
                      for name in network]
         raise ModelNotFoundError(model_name, folder, attempts)
 
-    with folder_lock(folder, settings.lock_timeout):
-        if "local" in settings.sources:  # another process may have finished while we waited
-            state = markers.inspect(folder)
-            if state.state.loadable:
-                return folder
+    with contextlib.ExitStack() as held:
+        locked = False
         for name in network:
             source = make_source(name, settings)
             try:
                 label = source.describe()
                 logger.info(f"from_pretrain: trying {label} for {model_name!r}")
+                plan = source.plan(model_name)  # file names, sizes, digests, all checked: nothing is written yet
+            except Exception as error:  # noqa: BLE001 -- every failure is reported, then the next source is tried
+                attempts.append(_failed(name, model_name, error))
+                continue
+            if not locked:  # the folder and its lock appear only once a source offers valid files
+                held.enter_context(folder_lock(folder, settings.lock_timeout))
+                locked = True
+                if "local" in settings.sources:  # another process may have finished while we waited
+                    state = markers.inspect(folder)
+                    if state.state.loadable:
+                        return folder
+            try:
                 markers.begin(folder, name, model_name)
-                files = source.download(model_name, folder)
+                files = source.download(plan, folder)
             except DiskError:  # the disk's fault: another source would fail the same way
                 raise
-            except Exception as error:  # noqa: BLE001 -- every failure is reported, then the next source is tried
-                reason = f"{type(error).__name__}: {error}" if not isinstance(error, SourceUnavailable) else str(error)
-                logger.warning(f"from_pretrain: {name} failed for {model_name!r}: {reason}")
-                attempts.append((name, reason))
+            except Exception as error:  # noqa: BLE001
+                attempts.append(_failed(name, model_name, error))
                 continue
             markers.finish(folder, name, model_name, files)
             logger.info(f"from_pretrain: downloaded {model_name!r} from {label} into {folder} ({len(files)} files)")
             return folder
     _drop_empty_marker_folder(folder)
     raise ModelNotFoundError(model_name, folder, attempts)
+
+
+def _failed(name: str, model_name: str, error: Exception) -> tuple[str, str]:
+    reason = f"{type(error).__name__}: {error}" if not isinstance(error, SourceUnavailable) else str(error)
+    logger.warning(f"from_pretrain: {name} failed for {model_name!r}: {reason}")
+    return name, reason
 
 
 def make_source(name: str, settings: DownloadSettings):
@@ -182,7 +208,8 @@ def make_source(name: str, settings: DownloadSettings):
 
 def download_files(remotes: list[RemoteFile], folder: Path, label: str, settings: DownloadSettings) -> dict:
     """Fetch each file into ``folder`` (a file already there that passes the check is kept); returns the manifest
-    name -> {"size", "sha256"} for the completion marker."""
+    name -> {"size", "sha256", "checked_by"} for the completion marker (``checked_by``: "sha256", "md5", "size", or
+    "structure" for a file listed with neither size nor digest, see ``formats``)."""
     manifest = {}
     for remote in remotes:
         target = folder / remote.name
@@ -195,7 +222,7 @@ def download_files(remotes: list[RemoteFile], folder: Path, label: str, settings
                 digest = None
         if digest is None:
             digest = fetch(remote, target, label, settings.fetch_options)
-        manifest[remote.name] = {"size": target.stat().st_size, "sha256": digest}
+        manifest[remote.name] = {"size": target.stat().st_size, "sha256": digest, "checked_by": remote.checked_by}
     return manifest
 
 

@@ -20,6 +20,7 @@
 import json
 import os
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -76,7 +77,13 @@ class FlagAIConfigMixin:
         values.pop("model_type", None)
         values.pop("architectures", None)
         values.pop("transformers_version", None)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except (TypeError, AttributeError, KeyError, IndexError, OverflowError, StrictDataclassError) as error:
+            # transformers' own keys with the wrong type (``"id2label": 3``, ``"bos_token_id": "x"``) fail deep
+            # inside PreTrainedConfig and its validators
+            raise ValueError(f"{source} cannot be read as a {cls.__name__}: {type(error).__name__}: {error} "
+                             f"(a key holds a value of the wrong type)") from error
 
     @classmethod
     def from_flagai_json(cls, config_file: str | os.PathLike, **overrides):

@@ -59,16 +59,25 @@ class FakeModelHub:
 
     ``models``: model name -> {file name -> bytes}. ``faults``: (model, file) -> list of fault names consumed one
     per GET: "500", "503", "drop" (close after half the body), "stall" (headers, then silence), "truncate"
-    (announce and send only half), "corrupt" (flip one byte), "slow" (dribble the body, see ``slow_delay``).
-    ``listing_extra``: model -> extra names listed (hostile or missing ones); ``sha256``: also advertise digests.
+    (announce and send only half), "corrupt" (flip one byte), "slow" (dribble the body, see ``slow_delay``),
+    "endless" (the file, then zeros without end and no Content-Length), "endless-announced" (the same behind a
+    Content-Length of 1 TB), "dribble" (2 bytes every 0.5 s), "cut" (half the body with no Content-Length). The endless and dribbling loops stop by themselves after
+    ``ENDLESS_LIMIT`` bytes / ``DRIBBLE_STEPS`` steps, or when the client hangs up.
+    ``api_faults``: API path (e.g. "/api/searchModelFileByName") -> "dribble" (answer 2 bytes every 0.5 s).
+    ``listing_extra``: model -> extra names listed (hostile or missing ones); ``sha256``: also advertise digests;
+    ``wrong_size``: (model, file) -> the size downloadCode gives (``None``: no size at all).
     """
+
+    ENDLESS_LIMIT = 256 << 20
+    DRIBBLE_STEPS = 120
 
     def __init__(self, models: dict[str, dict[str, bytes]], sha256: bool = False):
         self.models = models
         self.faults: dict[tuple[str, str], list[str]] = {}
         self.listing_extra: dict[str, list[str]] = {}
         self.advertise_sha256 = sha256
-        self.wrong_size: dict[tuple[str, str], int] = {}
+        self.wrong_size: dict[tuple[str, str], int | None] = {}
+        self.api_faults: dict[str, str] = {}
         self.gets = Counter()  # (model, file) -> file GETs
         self.served_at: dict[tuple[str, str], float] = {}  # (model, file) -> when its last body was sent
         self.ranges: list[tuple[str, str, str]] = []  # (model, file, Range header) of ranged GETs
@@ -99,7 +108,9 @@ class FakeModelHub:
             def do_GET(self):
                 parts = urlsplit(self.path)
                 query = {key: values[0] for key, values in parse_qs(parts.query).items()}
-                if parts.path == "/api/searchModleByName":
+                if hub.api_faults.get(parts.path) == "dribble":
+                    self._dribble(None)
+                elif parts.path == "/api/searchModleByName":
                     name = query.get("model_name", "")
                     model_id = f"{list(hub.models).index(name) + 100}" if name in hub.models else "null"
                     self._send(200, model_id.encode())
@@ -117,6 +128,8 @@ class FakeModelHub:
                 if urlsplit(self.path).path != "/api/downloadCode":
                     return self._send(404, b"not found")
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if hub.api_faults.get("/api/downloadCode") == "dribble":
+                    return self._dribble(None)
                 names = {str(list(hub.models).index(name) + 100): name for name in hub.models}
                 model = names.get(str(body["model_id"]))
                 files = hub.models.get(model, {})
@@ -126,6 +139,8 @@ class FakeModelHub:
                 else:
                     answer = {"code": "0", "url": f"{hub.url}/files/{quote(model)}/{quote(name)}",
                               "size": hub.wrong_size.get((model, name), len(files[name]))}
+                    if answer["size"] is None:
+                        del answer["size"]
                     if hub.advertise_sha256:
                         answer["sha256"] = hashlib.sha256(files[name]).hexdigest()
                 self._send(200, json.dumps(answer).encode(), "application/json")
@@ -148,6 +163,14 @@ class FakeModelHub:
                 body = data[start:]
                 if fault == "corrupt":
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
+                if fault in ("endless", "endless-announced", "dribble"):
+                    return self._dribble(body) if fault == "dribble" else self._endless(body, fault)
+                if fault == "cut":  # half the body, no Content-Length: the end cannot be told from a drop
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(body[:len(body) // 2])
+                    self.close_connection = True
+                    return
                 half = len(body) // 2
                 announced = half if fault == "truncate" else len(body)
                 self.send_response(206 if start else 200)
@@ -171,6 +194,37 @@ class FakeModelHub:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 hub.served_at[(model, name)] = time.time()
+                self.close_connection = True
+
+            def _endless(self, body, fault):
+                """The body, then zeros until ENDLESS_LIMIT or the client hangs up."""
+                self.send_response(200)
+                if fault == "endless-announced":
+                    self.send_header("Content-Length", str(1 << 40))
+                self.end_headers()
+                zeros = bytes(64 << 10)
+                try:
+                    self.wfile.write(body)
+                    for _ in range(hub.ENDLESS_LIMIT // len(zeros)):
+                        self.wfile.write(zeros)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def _dribble(self, body):
+                """2 bytes every 0.5 s (the file's, or an API answer's "[") for DRIBBLE_STEPS steps at most."""
+                self.send_response(200)
+                if body is not None:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                data = body if body is not None else b"[" + b" " * (2 * hub.DRIBBLE_STEPS)
+                try:
+                    for step in range(hub.DRIBBLE_STEPS):
+                        self.wfile.write(data[2 * step:2 * step + 2])
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
                 self.close_connection = True
 
             def _send(self, status, body, content_type="text/plain"):

@@ -105,8 +105,9 @@ def test_corrupted_bytes_fail_the_digest_and_leave_nothing_loadable(source, tmp_
 
 def test_size_mismatch_is_an_error(hub, source, tmp_path):
     hub.wrong_size[(MODEL, "model.safetensors")] = len(source[1]["model.safetensors"]) - 10
-    with pytest.raises(ModelNotFoundError, match=r"model.safetensors from BAAI ModelHub .*: got \d+ bytes, the source "
-                                                 r"advertised \d+"):
+    # The body is longer than the listed size: refused from its Content-Length, before a byte is written.
+    with pytest.raises(ModelNotFoundError, match=r"model.safetensors from BAAI ModelHub .*: the server announces \d+ "
+                                                 r"bytes \(Content-Length\), the source listed \d+"):
         load(hub, tmp_path)
     assert not (tmp_path / MODEL / "model.safetensors").exists()
 
@@ -123,11 +124,12 @@ def test_missing_file_is_named_with_its_source(hub, tmp_path):
                                   "C:evil.txt", ".flagai_hf.lock", ".flagai_hf_complete.json",
                                   ".flagai_hf_download.json", "model.safetensors.flagai_hf.part", "sub/.FLAGAI_HF.lock"])
 def test_hostile_file_names_are_refused(hub, tmp_path, name):
+    """Refused while listing, before the folder or its lock exist: no empty folder, no lock is left behind."""
     hub.listing_extra[MODEL] = [name]
     with pytest.raises(ModelNotFoundError) as error:
         load(hub, tmp_path / "checkpoints")
     assert f"Refusing file name {name!r} from BAAI ModelHub" in str(error.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+    assert list(tmp_path.iterdir()) == []  # not even download_path
     assert not hub.gets  # nothing was fetched
 
 
@@ -157,11 +159,15 @@ def test_a_listed_lock_name_never_replaces_the_held_lock(hub, tmp_path):
     """A server listing the downloader's own lock file (or a marker) is refused before any byte is fetched: the lock
     stays the empty file that the lock library holds, and nothing loadable is left."""
     hub.models[MODEL] = {**hub.models[MODEL], ".flagai_hf.lock": b"server bytes"}
+    folder = tmp_path / MODEL
+    folder.mkdir()
+    (folder / ".flagai_hf.lock").touch()  # the lock an earlier download left
+    inode = (folder / ".flagai_hf.lock").stat().st_ino
     with pytest.raises(ModelNotFoundError, match=r"Refusing file name '.flagai_hf.lock' from BAAI ModelHub .*"
                                                  r"downloader's own file names"):
         load(hub, tmp_path)
-    folder = tmp_path / MODEL
-    assert (folder / ".flagai_hf.lock").read_bytes() == b""
+    assert (folder / ".flagai_hf.lock").read_bytes() == b"" and (folder / ".flagai_hf.lock").stat().st_ino == inode
+    assert sorted(p.name for p in folder.iterdir()) == [".flagai_hf.lock"]
     assert not hub.gets and not markers.inspect(folder).state.loadable
 
 
@@ -171,7 +177,7 @@ def test_a_negative_or_non_integer_size_is_refused(hub, tmp_path, size):
     with pytest.raises(ModelNotFoundError, match=rf"downloadCode for 'config.json' gave size {size!r}: a size is a "
                                                  rf"non-negative integer"):
         load(hub, tmp_path)
-    assert not hub.gets and not markers.inspect(tmp_path / MODEL).state.loadable
+    assert not hub.gets and list(tmp_path.iterdir()) == []  # refused while listing: no folder, no lock
 
 
 class _FullDisk:

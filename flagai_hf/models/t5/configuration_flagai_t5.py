@@ -36,7 +36,7 @@ class FlagAIT5Config(FlagAIConfigMixin, PreTrainedConfig):
 
     @classmethod
     def from_flagai_dict(cls, config: dict, source: str = "config", **overrides):
-        if "model_type" not in config and "scale_decoder_outputs" not in config:
+        if isinstance(config, dict) and "model_type" not in config and "scale_decoder_outputs" not in config:
             overrides.setdefault("scale_decoder_outputs", False)  # FlagAI's T5 (see the module docstring)
         return super().from_flagai_dict(config, source=source, **overrides)
 
