@@ -246,8 +246,13 @@ class MetricsLog:
 
 def weights_digest(model: torch.nn.Module) -> dict[str, str]:
     """SHA-256 of every tensor of ``model``'s state dict (its bytes on the CPU)."""
+    return state_dict_digest(model.state_dict())
+
+
+def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
+    """SHA-256 of every tensor of ``state_dict`` (its bytes on the CPU)."""
     digest = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state_dict.items():
         data = tensor.detach().cpu().contiguous()
         digest[name] = hashlib.sha256(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
     return digest

@@ -1,0 +1,369 @@
+#!/usr/bin/env python
+"""GLM fine-tuning past one machine: FSDP2 or DeepSpeed ZeRO-3 through accelerate (People's Daily title generation).
+
+The task is ``examples/title_generation``'s (body -> title blank filling with ``[gMASK]``, the same data, encoding and
+``GLMSeq2SeqCollator``); the loop is ``examples/train_accelerate.py``'s (its sampler, checkpoint rotation, resume and
+metrics log are imported from there, not copied). What this script adds is the sharded engine:
+
+    accelerate launch --config_file examples/distributed/glm10b_fsdp.yaml examples/distributed/train_glm.py \\
+        --init_from /path/to/glm-10b-ch --mixed_precision bf16 ...                       # 8 GPUs, FSDP2
+    accelerate launch --config_file examples/distributed/glm10b_deepspeed_zero3.yaml examples/distributed/train_glm.py \\
+        --init_from /path/to/glm-10b-ch ...                                              # 8 GPUs, ZeRO-3
+    torchrun --nproc_per_node 2 examples/distributed/train_glm.py --fsdp --config tiny     # 2 CPU processes (gloo), FSDP2
+
+(multi-node recipes: docs/distributed.md.) With ``accelerate launch`` the FSDP / DeepSpeed settings come from the
+config file; without it, ``--fsdp`` builds the plugin the GLM-10b yaml describes: FSDP2, full shard (parameters,
+gradients and AdamW states split over the ranks, re-sharded after each forward), one FSDP unit per GLM block
+(``PreNormBlock``), activation checkpointing per block (``--no_activation_checkpointing`` turns it off), sharded
+``torch.distributed.checkpoint`` state dicts. ``--mixed_precision bf16`` computes in bf16 with fp32 sharded master
+weights and fp32 gradient reduction (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``); bf16 runs on
+GPUs with bf16 support and on CPUs (``torch.autocast``-free: FSDP casts the gathered parameters).
+
+CPU processes: accelerate 1.16 enables FSDP only on accelerator devices (``AcceleratorState`` switches to
+``DistributedType.FSDP`` in its GPU/NPU/XPU branch; CPU processes stay ``MULTI_CPU`` and the plugin is ignored).
+torch's FSDP2 itself runs on CPU over gloo, so ``enable_fsdp_on_cpu`` below sets the two state fields accelerate sets
+for GPUs; everything else (``fully_shard`` per block, activation checkpointing, the optimizer's parameter swap,
+``backward``, ``clip_grad_norm_``, ``save_state`` / ``load_state`` with DCP) is accelerate's own FSDP2 code.
+
+One optimizer step: every process takes ``--gradient_accumulation_steps`` micro-batches of ``--batch_size`` pairs;
+the loss is the title-token cross-entropy summed over the global batch divided by its labelled-token count, so any
+process count with the same global batch computes the same losses and gradients (up to summation order). Checkpoints
+(``--checkpoint_every``) are ``accelerator.save_state`` folders ``<output_dir>/checkpoints/step_<N>``: under FSDP the
+model and optimizer as DCP shards (``pytorch_model_fsdp_0/``, ``optimizer_0/``, one ``.distcp`` file per rank), the
+scheduler, the loop position and every rank's RNG state; ``--resume`` continues bitwise on CPU.
+
+Outputs in ``<output_dir>``: ``metrics.jsonl`` (a ``train`` record per step, ``eval`` records, a ``summary``),
+``weights_digest_rank<r>.json`` (SHA-256 of every tensor of the FULL, gathered state dict as rank ``r`` sees it:
+identical files prove the shards assemble to one model), and ``model/`` (``save_pretrained`` of the gathered weights,
+loadable with ``GLMForConditionalGeneration.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from accelerate.state import PartialState  # noqa: E402
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from transformers import get_linear_schedule_with_warmup  # noqa: E402
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_EXAMPLES = os.path.dirname(_HERE)
+sys.path.append(_EXAMPLES)  # examples/, for example_common
+from example_common import load_module  # noqa: E402
+
+_loop = load_module("flagai_examples_train_accelerate", os.path.join(_EXAMPLES, "train_accelerate.py"))
+_titles = load_module("flagai_examples_title_generation_train_glm",
+                      os.path.join(_EXAMPLES, "title_generation", "train_glm.py"))
+_data = load_module("flagai_examples_title_generation_data", os.path.join(_EXAMPLES, "title_generation", "data.py"))
+
+from flagai_hf.models.glm import GLMForConditionalGeneration  # noqa: E402
+from flagai_hf.models.glm.tokenization_flagai_glm import GLMChineseTokenizer, GLMSeq2SeqCollator  # noqa: E402
+
+BLOCK_CLASS = "PreNormBlock"  # GLM's transformer block: one FSDP unit and one checkpointed region each
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--config", choices=list(_titles.MODEL_SIZES), default="tiny",
+                   help="model size, randomly initialised unless --init_from: tiny 256x2, small 512x6, base 768x12, "
+                        "large 1024x24 (GLM-large-ch); GLM-10b-ch's shape is --hidden_size 4096 --num_layers 48 "
+                        "--num_heads 64")
+    g.add_argument("--init_from", default=None,
+                   help="a flagai_hf / Hub GLM folder to fine-tune (from_pretrained) instead of a random model")
+    g.add_argument("--hidden_size", type=int, default=None, help="override the size's hidden size")
+    g.add_argument("--num_layers", type=int, default=None, help="override the size's number of layers")
+    g.add_argument("--num_heads", type=int, default=None, help="override the size's number of attention heads")
+    g.add_argument("--dropout", type=float, default=0.0, help="embedding, attention and output dropout")
+    g = p.add_argument_group("data")
+    g.add_argument("--train_pairs", type=int, default=-1, help="first N training pairs (-1: all ~1,420)")
+    g.add_argument("--eval_pairs", type=int, default=64, help="first N held-out pairs (0: no evaluation)")
+    g.add_argument("--max_source_length", type=int, default=64,
+                   help="source tokens including [CLS], [gMASK] and <|endoftext|> (the body is cut)")
+    g.add_argument("--max_target_length", type=int, default=32, help="title tokens including <|endofpiece|>")
+    g = p.add_argument_group("distribution")
+    g.add_argument("--fsdp", action="store_true",
+                   help="shard with FSDP2 as examples/distributed/glm10b_fsdp.yaml does, when not started by "
+                        "`accelerate launch` with an FSDP config (which takes precedence)")
+    g.add_argument("--no_activation_checkpointing", dest="activation_checkpointing", action="store_false",
+                   help="keep every block's activations (--fsdp, and the non-sharded runs)")
+    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
+                   help="compute dtype (default: what `accelerate launch` / the accelerate config says, else no)")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
+    g = p.add_argument_group("training")
+    g.add_argument("--batch_size", type=int, default=8, help="pairs per micro-batch and process")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--epochs", type=float, default=1.0, help="training epochs (ignored when --max_steps > 0)")
+    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --epochs")
+    g.add_argument("--learning_rate", type=float, default=5e-4)
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--warmup", type=float, default=0.06, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
+    g.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
+    g = p.add_argument_group("checkpoints and outputs")
+    g.add_argument("--output_dir", default=os.path.join("outputs", "glm_distributed"))
+    g.add_argument("--checkpoint_every", type=int, default=0,
+                   help="save_state every N optimizer steps (0: only after the last step; -1: never)")
+    g.add_argument("--keep_checkpoints", type=int, default=2, help="keep the last K checkpoints")
+    g.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="resume from the latest checkpoint of --output_dir (or from the given checkpoint folder)")
+    g.add_argument("--eval_every", type=int, default=0, help="held-out loss every N steps (0: only at the end)")
+    g.add_argument("--no_save_model", action="store_true", help="skip save_pretrained of the final model")
+    args = p.parse_args(argv)
+    for name in ("batch_size", "gradient_accumulation_steps", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.checkpoint_every < -1:
+        p.error(f"--checkpoint_every must be >= -1 (-1: never, 0: at the end), got {args.checkpoint_every}")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------- sharded engine
+def fsdp_plugin(args) -> FullyShardedDataParallelPlugin | None:
+    """The FSDP2 plugin: ``accelerate launch``'s (its config file / flags reach the processes as ``FSDP_*``
+    variables) or, with ``--fsdp``, the settings of ``glm10b_fsdp.yaml``; None when the run is not sharded by FSDP."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* environment, as Accelerator() would
+    elif args.fsdp:
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=2, reshard_after_forward=True, auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=[BLOCK_CLASS], state_dict_type="SHARDED_STATE_DICT",
+            activation_checkpointing=args.activation_checkpointing)
+    else:
+        return None
+    if plugin.fsdp_version != 2:
+        raise ValueError(f"this script trains with FSDP2 (fsdp_version: 2, as glm10b_fsdp.yaml); the accelerate "
+                         f"config asks for FSDP version {plugin.fsdp_version}")
+    return plugin
+
+
+def enable_fsdp_on_cpu(accelerator: Accelerator, plugin: FullyShardedDataParallelPlugin | None) -> bool:
+    """Turn FSDP on for CPU processes, which accelerate 1.16 leaves as plain DDP (``MULTI_CPU``).
+
+    ``AcceleratorState`` switches a run to ``DistributedType.FSDP`` and stores the plugin only when the processes sit
+    on accelerator devices; torch's FSDP2 (``fully_shard``) works on CPU tensors over gloo as well. This sets exactly
+    the two fields accelerate sets on GPUs (the state's ``distributed_type`` and ``fsdp_plugin``, and the process
+    state's copy of the type), before anything is prepared; all the FSDP work stays accelerate's. Returns whether it
+    did anything.
+    """
+    state = accelerator.state
+    if plugin is None or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    return True
+
+
+def keep_tied_embedding_gathered(model) -> None:
+    """GLM's output projection is its word embedding (``logits = hidden @ word_embeddings.weight.T``, no head module,
+    so ``get_output_embeddings()`` is None). accelerate takes the embedding for untied and gives it an FSDP unit of its
+    own, re-sharded right after the lookup at the start of the forward; the projection at the end would then meet the
+    sharded DTensor. Not re-sharding that unit after forward (what accelerate does for tied embeddings) keeps the
+    gathered weight for the projection; both uses' gradients add up in it before its one reduce-scatter."""
+    from torch.distributed.fsdp import FSDPModule
+
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, FSDPModule):
+        embedding.set_reshard_after_forward(False)
+
+
+def full_state_dict(accelerator: Accelerator, model) -> dict[str, torch.Tensor]:
+    """Every tensor of the model, whole, on every rank (FSDP: all-gathered from the shards; otherwise the state dict)."""
+    if accelerator.is_fsdp2:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+    return accelerator.unwrap_model(model).state_dict()
+
+
+# -------------------------------------------------------------------------------------------------- model, loss
+def build_model(args, tokenizer) -> GLMForConditionalGeneration:
+    if args.init_from:
+        return GLMForConditionalGeneration.from_pretrained(args.init_from)
+    # title_generation's builder sizes the position table for source + generated title: the longest title here.
+    return _titles.build_model(argparse.Namespace(**vars(args), max_new_tokens=args.max_target_length), tokenizer)
+
+
+def token_loss_sum(model, batch) -> torch.Tensor:
+    """Cross-entropy summed (not averaged) over the labelled (title) tokens of ``batch``, in fp32."""
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   attention_mask=batch["attention_mask"]).logits  # (B, T, vocab)
+    return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                           reduction="sum")
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model, loader) -> dict:
+    """Token-mean held-out loss (every process scores its share; sums gathered without the padding repeats)."""
+    model.eval()
+    loss_sum, count = 0.0, 0
+    for batch in loader:
+        sums, counts = accelerator.gather_for_metrics(
+            (token_loss_sum(model, batch)[None], (batch["labels"] != -100).sum()[None]))
+        loss_sum += sums.double().sum().item()
+        count += counts.sum().item()
+    model.train()
+    return {"eval_loss": loss_sum / max(count, 1), "eval_tokens": count}
+
+
+# --------------------------------------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    use_cpu = args.cpu or not torch.accelerator.is_available()
+    plugin = fsdp_plugin(args)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu, fsdp_plugin=plugin,
+                              step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
+    shim = enable_fsdp_on_cpu(accelerator, plugin)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if accelerator.is_fsdp2 and accelerator.mixed_precision == "bf16":
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # bf16 compute on the gathered parameters, fp32 master shards, fp32 gradient reduce-scatter
+        accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and args.gradient_accumulation_steps != 1:
+        raise ValueError("under DeepSpeed, set gradient_accumulation_steps in the DeepSpeed config, not "
+                         f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
+    world = accelerator.num_processes
+    is_main = accelerator.is_main_process
+    os.makedirs(args.output_dir, exist_ok=True)
+    checkpoint_root = os.path.join(args.output_dir, _loop.CHECKPOINT_DIR)
+    log = _loop.MetricsLog(os.path.join(args.output_dir, _loop.METRICS_FILE), enabled=is_main)
+    say = accelerator.print
+
+    # Data: title_generation's pairs and encoding (each process reads the same slice; it is small and deterministic).
+    train_pairs, eval_pairs = _data.load_split(args.train_pairs, args.eval_pairs)
+    tokenizer = GLMChineseTokenizer()
+    encode = lambda pairs: [{"source": s, "target": t} for s, (_, t) in zip(  # noqa: E731
+        _titles.encode_sources([b for b, _ in pairs], tokenizer, args.max_source_length, False), pairs)]
+    train_examples, eval_examples = encode(train_pairs), encode(eval_pairs)
+    collator = GLMSeq2SeqCollator(tokenizer, max_source_length=args.max_source_length,
+                                  max_target_length=args.max_target_length)
+    global_batch = args.batch_size * args.gradient_accumulation_steps * world
+    sampler = _loop.EpochPermutationSampler(len(train_examples), args.seed, multiple_of=global_batch)
+    train_loader = DataLoader(train_examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
+                              generator=torch.Generator().manual_seed(args.seed))
+    eval_loader = DataLoader(eval_examples, batch_size=args.batch_size, collate_fn=collator)
+    steps_per_epoch = len(sampler) // global_batch
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
+    warmup_steps = int(args.warmup) if args.warmup >= 1 else math.ceil(args.warmup * total_steps)
+
+    # Model, optimizer, schedule: the same initialisation on every process; prepare() shards it.
+    set_seed(args.seed)
+    model = build_model(args, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    if args.activation_checkpointing and not accelerator.is_fsdp2:
+        model.activation_checkpointing_enable()  # FSDP: the plugin wraps each block in accelerate's checkpoint wrapper
+    optimizer = torch.optim.AdamW(_loop.optimizer_groups(model, args.weight_decay), lr=args.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler)
+    if accelerator.is_fsdp2:
+        keep_tied_embedding_gathered(model)
+    state = _loop.TrainState(global_batch)
+    accelerator.register_for_checkpointing(state)
+    say(f"{world} process(es) ({accelerator.distributed_type.value}"
+        f"{', FSDP enabled on CPU by this script' if shim else ''}, {accelerator.device}, mixed precision "
+        f"{accelerator.mixed_precision}); GLM {model.config.hidden_size}x{model.config.num_hidden_layers}, "
+        f"{n_params / 1e6:.2f}M parameters; {len(train_examples)} training pairs, global batch {global_batch} = "
+        f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {world} processes; {total_steps} steps")
+
+    resume_from = _loop.resolve_resume(args, checkpoint_root)
+    if resume_from is not None:
+        accelerator.load_state(resume_from)  # sharded model and optimizer (DCP), scheduler, RNG states, TrainState
+        log.truncate_after(state.step)
+        log.append({"kind": "resume", "step": state.step, "checkpoint": os.path.abspath(resume_from)})
+        say(f"resumed from {resume_from} at step {state.step}")
+
+    model.train()
+    last_checkpoint_step = state.step if resume_from is not None else -1
+    t_start = time.perf_counter()
+    while state.step < total_steps:
+        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
+        sampler.epoch = epoch
+        loader = train_loader
+        if done_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
+        batches = iter(loader)
+        for _ in range(min(steps_per_epoch - done_in_epoch, total_steps - state.step)):
+            t_step = time.perf_counter()
+            window = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+            local_count = sum((batch["labels"] != -100).sum() for batch in window)
+            global_count = accelerator.reduce(local_count.to(accelerator.device), "sum").clamp(min=1)
+            loss_total = torch.zeros((), device=accelerator.device)
+            for i, batch in enumerate(window):
+                last = i == len(window) - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model):  # reduce once per step
+                    loss_sum = token_loss_sum(model, batch)
+                    # DDP / FSDP / ZeRO average gradients over the processes: scaling by `world` makes the result the
+                    # gradient of (sum of the token losses of the global batch) / (its labelled tokens).
+                    accelerator.backward(loss_sum * world / global_count)
+                loss_total += loss_sum.detach()
+            if args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = (accelerator.reduce(loss_total, "sum") / global_count).item()
+            state.step += 1
+            seconds = time.perf_counter() - t_step
+            log.append({"kind": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
+                        "tokens": int(global_count.item()), "samples": global_batch, "step_seconds": seconds})
+            say(f"step {state.step}/{total_steps}: loss {loss:.6f}  lr {lr:.3g}  {seconds:.2f}s")
+            if args.eval_every and state.step % args.eval_every == 0 and state.step < total_steps and eval_examples:
+                log.append({"kind": "eval", "step": state.step, **evaluate(accelerator, model, eval_loader)})
+            if args.checkpoint_every > 0 and state.step % args.checkpoint_every == 0 and state.step < total_steps:
+                _loop.save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+                last_checkpoint_step = state.step
+        if state.step % steps_per_epoch == 0:
+            next(batches, None)  # let the loader finish its epoch (accelerate's bookkeeping)
+    train_seconds = time.perf_counter() - t_start
+    if args.checkpoint_every >= 0 and last_checkpoint_step != state.step:
+        _loop.save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+
+    summary = {"kind": "summary", "step": state.step, "processes": world,
+               "distributed_type": accelerator.distributed_type.value, "fsdp_on_cpu_shim": shim,
+               "sharded": sharded, "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
+               "global_batch": global_batch, "parameters": n_params, "train_seconds": round(train_seconds, 3)}
+    if eval_examples:
+        final = evaluate(accelerator, model, eval_loader)
+        log.append({"kind": "eval", "step": state.step, **final})
+        summary["eval_loss"] = final["eval_loss"]
+        say(f"step {state.step}: held-out loss {final['eval_loss']:.4f}")
+    weights = full_state_dict(accelerator, model)  # collective under FSDP: every rank takes part
+    with open(os.path.join(args.output_dir, f"weights_digest_rank{accelerator.process_index}.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(_loop.state_dict_digest(weights), f, indent=0, sort_keys=True)
+    accelerator.wait_for_everyone()
+    if not args.no_save_model:
+        model_dir = os.path.join(args.output_dir, "model")
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            weights = accelerator.get_state_dict(model)  # ZeRO-3: gathered by DeepSpeed (zero3_save_16bit_model)
+        if is_main:
+            accelerator.unwrap_model(model).save_pretrained(model_dir, state_dict=weights)
+            tokenizer.save_pretrained(model_dir)
+        summary["model_dir"] = model_dir
+    log.append(summary)
+    say(f"done: {state.step} steps in {train_seconds:.1f}s; metrics in {log.path}")
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
