@@ -3,7 +3,7 @@
 
 The task is ``examples/title_generation``'s (body -> title blank filling with ``[gMASK]``, the same data, encoding and
 ``GLMSeq2SeqCollator``); the loop is ``examples/train_accelerate.py``'s (its sampler, checkpoint rotation, resume and
-metrics log are imported from there, not copied). What this script adds is the sharded engine:
+metrics log come from ``examples/accelerate_loop.py``, which both scripts share). What this script adds is the sharded engine:
 
     accelerate launch --config_file examples/distributed/glm10b_fsdp.yaml examples/distributed/train_glm.py \\
         --init_from /path/to/glm-10b-ch --mixed_precision bf16 ...                       # 8 GPUs, FSDP2
@@ -62,9 +62,9 @@ from transformers import get_linear_schedule_with_warmup  # noqa: E402
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _EXAMPLES = os.path.dirname(_HERE)
 sys.path.append(_EXAMPLES)  # examples/, for example_common
+import accelerate_loop as _loop  # noqa: E402
 from example_common import load_module  # noqa: E402
 
-_loop = load_module("flagai_examples_train_accelerate", os.path.join(_EXAMPLES, "train_accelerate.py"))
 _titles = load_module("flagai_examples_title_generation_train_glm",
                       os.path.join(_EXAMPLES, "title_generation", "train_glm.py"))
 _data = load_module("flagai_examples_title_generation_data", os.path.join(_EXAMPLES, "title_generation", "data.py"))
@@ -355,8 +355,10 @@ def main(argv=None) -> dict:
         model_dir = os.path.join(args.output_dir, "model")
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
             weights = accelerator.get_state_dict(model)  # ZeRO-3: gathered by DeepSpeed (zero3_save_16bit_model)
-        if is_main:
-            accelerator.unwrap_model(model).save_pretrained(model_dir, state_dict=weights)
+        if is_main:  # from a plain (meta) model of the same config: the prepared one's class is FSDP's subclass
+            with torch.device("meta"):
+                plain = GLMForConditionalGeneration(accelerator.unwrap_model(model).config)
+            plain.save_pretrained(model_dir, state_dict=weights)
             tokenizer.save_pretrained(model_dir)
         summary["model_dir"] = model_dir
     log.append(summary)
