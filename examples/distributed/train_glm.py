@@ -151,22 +151,37 @@ def fsdp_plugin(args) -> FullyShardedDataParallelPlugin | None:
     return plugin
 
 
-def enable_fsdp_on_cpu(accelerator: Accelerator, plugin: FullyShardedDataParallelPlugin | None) -> bool:
-    """Turn FSDP on for CPU processes, which accelerate 1.16 leaves as plain DDP (``MULTI_CPU``).
+def enable_sharding_on_cpu(accelerator: Accelerator, plugin: FullyShardedDataParallelPlugin | None) -> str | None:
+    """Turn FSDP2 / DeepSpeed on for CPU processes, which accelerate 1.16 leaves as plain DDP (``MULTI_CPU``).
 
-    ``AcceleratorState`` switches a run to ``DistributedType.FSDP`` and stores the plugin only when the processes sit
-    on accelerator devices; torch's FSDP2 (``fully_shard``) works on CPU tensors over gloo as well. This sets exactly
-    the two fields accelerate sets on GPUs (the state's ``distributed_type`` and ``fsdp_plugin``, and the process
-    state's copy of the type), before anything is prepared; all the FSDP work stays accelerate's. Returns whether it
-    did anything.
+    ``AcceleratorState`` switches a run to ``DistributedType.FSDP`` (and stores the plugin) only when the processes
+    sit on accelerator devices, and to ``DistributedType.DEEPSPEED`` only when ``cpu`` is False (which on a machine
+    without one leaves no distributed backend at all). torch's FSDP2 (``fully_shard``) works on CPU tensors over gloo,
+    and so does DeepSpeed (its CPU accelerator communicates over gloo). This sets what ``AcceleratorState`` sets on
+    GPUs, after the gloo process group is up and before anything is prepared: the state's ``distributed_type`` (and
+    the process state's copy of it) and the plugin; for DeepSpeed also the plugin's mixed precision and selection, and
+    the state's own mixed precision "no" (DeepSpeed casts itself). All the sharding work stays accelerate's. Returns
+    the engine it enabled ("FSDP" / "DEEPSPEED") or None.
     """
     state = accelerator.state
-    if plugin is None or state.distributed_type != DistributedType.MULTI_CPU:
-        return False
-    state.fsdp_plugin = plugin
-    state.distributed_type = DistributedType.FSDP
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    return True
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        return None
+    if plugin is not None:
+        state.fsdp_plugin = plugin
+        state.distributed_type = DistributedType.FSDP
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        from accelerate.utils import DeepSpeedPlugin
+
+        deepspeed_plugin = DeepSpeedPlugin()  # reads the DeepSpeed config / ACCELERATE_DEEPSPEED_* environment
+        deepspeed_plugin.set_mixed_precision(state._mixed_precision)
+        deepspeed_plugin.select(_from_accelerator_state=True)
+        state.deepspeed_plugins = deepspeed_plugin
+        state._mixed_precision = "no"
+        state.distributed_type = DistributedType.DEEPSPEED
+    else:
+        return None
+    PartialState._shared_state["distributed_type"] = state.distributed_type
+    return state.distributed_type.value
 
 
 def keep_tied_embedding_gathered(model) -> None:
@@ -183,12 +198,18 @@ def keep_tied_embedding_gathered(model) -> None:
 
 
 def full_state_dict(accelerator: Accelerator, model) -> dict[str, torch.Tensor]:
-    """Every tensor of the model, whole, on every rank (FSDP: all-gathered from the shards; otherwise the state dict)."""
+    """Every tensor of the model, whole, on every rank (FSDP / ZeRO-3: all-gathered from the shards)."""
     if accelerator.is_fsdp2:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
-    return accelerator.unwrap_model(model).state_dict()
+    module = accelerator.unwrap_model(model)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters())):  # ZeRO-3: each rank holds a partition
+            return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+    return module.state_dict()
 
 
 # -------------------------------------------------------------------------------------------------- model, loss
@@ -228,7 +249,7 @@ def main(argv=None) -> dict:
     plugin = fsdp_plugin(args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu, fsdp_plugin=plugin,
                               step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
-    shim = enable_fsdp_on_cpu(accelerator, plugin)
+    shim = enable_sharding_on_cpu(accelerator, plugin)
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if accelerator.is_fsdp2 and accelerator.mixed_precision == "bf16":
         from torch.distributed.fsdp import MixedPrecisionPolicy
@@ -266,7 +287,7 @@ def main(argv=None) -> dict:
     # Model, optimizer, schedule: the same initialisation on every process; prepare() shards it.
     set_seed(args.seed)
     model = build_model(args, tokenizer)
-    n_params = sum(p.numel() for p in model.parameters())
+    config, n_params = model.config, sum(p.numel() for p in model.parameters())
     if args.activation_checkpointing and not accelerator.is_fsdp2:
         model.activation_checkpointing_enable()  # FSDP: the plugin wraps each block in accelerate's checkpoint wrapper
     optimizer = torch.optim.AdamW(_loop.optimizer_groups(model, args.weight_decay), lr=args.learning_rate)
@@ -278,8 +299,8 @@ def main(argv=None) -> dict:
     state = _loop.TrainState(global_batch)
     accelerator.register_for_checkpointing(state)
     say(f"{world} process(es) ({accelerator.distributed_type.value}"
-        f"{', FSDP enabled on CPU by this script' if shim else ''}, {accelerator.device}, mixed precision "
-        f"{accelerator.mixed_precision}); GLM {model.config.hidden_size}x{model.config.num_hidden_layers}, "
+        f"{f', {shim} enabled on CPU by this script' if shim else ''}, {accelerator.device}, mixed precision "
+        f"{accelerator.mixed_precision}); GLM {config.hidden_size}x{config.num_hidden_layers}, "
         f"{n_params / 1e6:.2f}M parameters; {len(train_examples)} training pairs, global batch {global_batch} = "
         f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {world} processes; {total_steps} steps")
 
@@ -338,7 +359,7 @@ def main(argv=None) -> dict:
         _loop.save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
 
     summary = {"kind": "summary", "step": state.step, "processes": world,
-               "distributed_type": accelerator.distributed_type.value, "fsdp_on_cpu_shim": shim,
+               "distributed_type": accelerator.distributed_type.value, "enabled_on_cpu_by_script": shim,
                "sharded": sharded, "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
                "global_batch": global_batch, "parameters": n_params, "train_seconds": round(train_seconds, 3)}
     if eval_examples:
@@ -353,11 +374,9 @@ def main(argv=None) -> dict:
     accelerator.wait_for_everyone()
     if not args.no_save_model:
         model_dir = os.path.join(args.output_dir, "model")
-        if accelerator.distributed_type == DistributedType.DEEPSPEED:
-            weights = accelerator.get_state_dict(model)  # ZeRO-3: gathered by DeepSpeed (zero3_save_16bit_model)
         if is_main:  # from a plain (meta) model of the same config: the prepared one's class is FSDP's subclass
             with torch.device("meta"):
-                plain = GLMForConditionalGeneration(accelerator.unwrap_model(model).config)
+                plain = GLMForConditionalGeneration(config)
             plain.save_pretrained(model_dir, state_dict=weights)
             tokenizer.save_pretrained(model_dir)
         summary["model_dir"] = model_dir
