@@ -3,13 +3,13 @@
 
 The task is ``examples/title_generation``'s (body -> title blank filling with ``[gMASK]``, the same data, encoding and
 ``GLMSeq2SeqCollator``); the loop is ``examples/train_accelerate.py``'s (its sampler, checkpoint rotation, resume and
-metrics log come from ``examples/accelerate_loop.py``, which both scripts share). What this script adds is the sharded engine:
+metrics log come from ``examples/accelerate_loop.py``, which both scripts share). What this script adds is the engine:
 
     accelerate launch --config_file examples/distributed/glm10b_fsdp.yaml examples/distributed/train_glm.py \\
         --init_from /path/to/glm-10b-ch --mixed_precision bf16 ...                       # 8 GPUs, FSDP2
-    accelerate launch --config_file examples/distributed/glm10b_deepspeed_zero3.yaml examples/distributed/train_glm.py \\
-        --init_from /path/to/glm-10b-ch ...                                              # 8 GPUs, ZeRO-3
-    torchrun --nproc_per_node 2 examples/distributed/train_glm.py --fsdp --config tiny     # 2 CPU processes (gloo), FSDP2
+    accelerate launch --config_file examples/distributed/glm10b_deepspeed_zero3.yaml \\
+        examples/distributed/train_glm.py --init_from /path/to/glm-10b-ch ...            # 8 GPUs, ZeRO-3
+    torchrun --nproc_per_node 2 examples/distributed/train_glm.py --fsdp --config tiny   # 2 CPU processes, gloo
 
 (multi-node recipes: docs/distributed.md.) With ``accelerate launch`` the FSDP / DeepSpeed settings come from the
 config file; without it, ``--fsdp`` builds the plugin the GLM-10b yaml describes: FSDP2, full shard (parameters,
@@ -17,13 +17,13 @@ gradients and AdamW states split over the ranks, re-sharded after each forward),
 (``PreNormBlock``), activation checkpointing per block (``--no_activation_checkpointing`` turns it off), sharded
 ``torch.distributed.checkpoint`` state dicts. ``--mixed_precision bf16`` computes in bf16 with fp32 sharded master
 weights and fp32 gradient reduction (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``); bf16 runs on
-GPUs with bf16 support and on CPUs (``torch.autocast``-free: FSDP casts the gathered parameters).
+GPUs with bf16 support and on CPUs.
 
-CPU processes: accelerate 1.16 enables FSDP only on accelerator devices (``AcceleratorState`` switches to
-``DistributedType.FSDP`` in its GPU/NPU/XPU branch; CPU processes stay ``MULTI_CPU`` and the plugin is ignored).
-torch's FSDP2 itself runs on CPU over gloo, so ``enable_fsdp_on_cpu`` below sets the two state fields accelerate sets
-for GPUs; everything else (``fully_shard`` per block, activation checkpointing, the optimizer's parameter swap,
-``backward``, ``clip_grad_norm_``, ``save_state`` / ``load_state`` with DCP) is accelerate's own FSDP2 code.
+CPU processes: accelerate 1.16 enables FSDP only on accelerator devices and DeepSpeed only with ``cpu=False`` (CPU
+processes stay ``MULTI_CPU``, plain DDP, and the plugin is ignored). torch's FSDP2 and DeepSpeed's CPU accelerator both
+run on CPU over gloo, so ``enable_sharding_on_cpu`` below sets the state fields accelerate sets on GPUs; everything
+else (``fully_shard`` per block, activation checkpointing, the optimizer's parameter swap, ``backward``,
+``clip_grad_norm_``, ``save_state`` / ``load_state``) is accelerate's own FSDP2 / DeepSpeed code.
 
 One optimizer step: every process takes ``--gradient_accumulation_steps`` micro-batches of ``--batch_size`` pairs;
 the loss is the title-token cross-entropy summed over the global batch divided by its labelled-token count, so any
