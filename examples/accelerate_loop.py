@@ -1,20 +1,28 @@
-"""The accelerate training loop's reusable pieces, shared by ``examples/train_accelerate.py`` (BERT NER) and
-``examples/distributed/train_glm.py`` (GLM with FSDP2 / DeepSpeed): the seeded per-epoch data order, the loop position
-saved with every checkpoint, checkpoint rotation and resume discovery, the ``metrics.jsonl`` log, tensor digests and
-the AdamW weight-decay groups. Nothing here depends on a model family or a task.
+"""The accelerate training loop, shared by ``examples/train_accelerate.py`` (BERT NER) and
+``examples/distributed/train_glm.py`` (GLM with FSDP2 / DeepSpeed): the loop itself (``train_loop``), the seeded
+per-epoch data order, the loop position saved with every checkpoint, checkpoint rotation and ``resume``, the
+``metrics.jsonl`` log, tensor digests and the AdamW weight-decay groups. Nothing here depends on a model family or a
+task: a script brings its model, data, per-batch loss and evaluation.
+
+The scripts' arguments this reads: ``gradient_accumulation_steps``, ``max_grad_norm``, ``eval_every``,
+``checkpoint_every``, ``keep_checkpoints`` and ``resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import Sampler
+from tqdm.auto import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -153,3 +161,93 @@ def optimizer_groups(model, weight_decay: float) -> list[dict]:
     for param in model.parameters():
         (no_decay if param.ndim < 2 else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ------------------------------------------------------------------------------------------------------------ loop
+def resume(accelerator: Accelerator, args, root: str, state: TrainState, log: MetricsLog) -> bool:
+    """``--resume``: ``load_state`` of the checkpoint ``resolve_resume`` finds (model, optimizer, scheduler, RNG
+    states, ``state``) and drop the metric records written after it; returns whether a checkpoint was loaded."""
+    resume_from = resolve_resume(args, root)
+    if resume_from is None:
+        if args.resume is not None:
+            accelerator.print(f"--resume: no checkpoint in {root} yet; starting from scratch")
+        return False
+    accelerator.load_state(resume_from)
+    log.truncate_after(state.step)
+    log.append({"kind": "resume", "step": state.step, "checkpoint": os.path.abspath(resume_from)})
+    accelerator.print(f"resumed from {resume_from} at step {state.step}")
+    return True
+
+
+def train_loop(accelerator: Accelerator, args, model, optimizer, scheduler, train_loader, sampler, state: TrainState,
+               log: MetricsLog, *, loss_sum: Callable, steps_per_epoch: int, total_steps: int, checkpoint_root: str,
+               resumed: bool = False, evaluate: Callable[[], dict] | None = None) -> dict:
+    """Optimizer steps from ``state.step`` to ``total_steps``; returns ``{"train_seconds", "samples_per_s"}``.
+
+    One step takes ``args.gradient_accumulation_steps`` micro-batches per process; ``loss_sum(model, batch)`` is the
+    loss summed over the batch's labelled tokens (``batch["labels"] != -100``), and the gradient is that of the sum
+    over the global batch divided by its labelled-token count (counted across processes first), so any process count
+    with the same global batch gives the same losses and gradients. Each epoch is ``sampler``'s permutation for
+    ``(seed, epoch)``; after a resume the micro-batches of the epoch already used are skipped. Logs a ``train`` record
+    per step, an ``eval`` record (``evaluate()``) every ``args.eval_every`` steps, checkpoints every
+    ``args.checkpoint_every`` steps and after the last one (unless -1).
+    """
+    world = accelerator.num_processes
+    global_batch = state.global_batch
+    model.train()
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
+    last_checkpoint_step = state.step if resumed else -1
+    timed_seconds, timed_samples = 0.0, 0
+    t_start = time.perf_counter()
+    while state.step < total_steps:  # one pass per (rest of an) epoch
+        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)  # done_in_epoch > 0 only right after a resume
+        sampler.epoch = epoch
+        loader = train_loader
+        if done_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
+        batches = iter(loader)
+        for _ in range(min(steps_per_epoch - done_in_epoch, total_steps - state.step)):
+            t_step = time.perf_counter()
+            window = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+            local_count = sum((batch["labels"] != -100).sum() for batch in window)
+            global_count = accelerator.reduce(local_count.to(accelerator.device), "sum").clamp(min=1)
+            loss_total = torch.zeros((), device=accelerator.device)
+            for i, batch in enumerate(window):
+                last = i == len(window) - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model):  # reduce once per step
+                    batch_loss = loss_sum(model, batch)
+                    # DDP / FSDP / ZeRO average gradients over the processes: scaling by `world` makes the result the
+                    # gradient of (sum of the token losses of the global batch) / (its labelled tokens).
+                    accelerator.backward(batch_loss * world / global_count)
+                loss_total += batch_loss.detach()
+            if args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = (accelerator.reduce(loss_total, "sum") / global_count).item()
+            seconds = time.perf_counter() - t_step
+            state.step += 1
+            if state.step > 1:  # the first step pays one-time costs (allocations, DDP buckets)
+                timed_seconds += seconds
+                timed_samples += global_batch
+            log.append({"kind": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
+                        "tokens": int(global_count.item()), "samples": global_batch, "step_seconds": seconds,
+                        "samples_per_s": global_batch / seconds})
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss:.4f}")
+
+            if args.eval_every and state.step % args.eval_every == 0 and state.step < total_steps and evaluate:
+                log.append({"kind": "eval", "step": state.step, **evaluate()})
+            if args.checkpoint_every > 0 and state.step % args.checkpoint_every == 0 and state.step < total_steps:
+                save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+                last_checkpoint_step = state.step
+        if state.step % steps_per_epoch == 0:
+            next(batches, None)  # the epoch is used up: let the loader finish its iteration (accelerate's bookkeeping)
+    progress.close()
+    train_seconds = time.perf_counter() - t_start
+    if args.checkpoint_every >= 0 and last_checkpoint_step != state.step:
+        save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+    return {"train_seconds": train_seconds,
+            "samples_per_s": timed_samples / timed_seconds if timed_seconds else None}

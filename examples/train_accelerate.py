@@ -40,13 +40,11 @@ Everything runs offline (``HF_HUB_OFFLINE=1`` is set if unset); the data and voc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import math
 import os
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,7 +55,6 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 from transformers import DataCollatorForTokenClassification, get_linear_schedule_with_warmup  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,16 +65,15 @@ from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertToken
 
 
 sys.path.append(_HERE)  # examples/, for example_common
-from accelerate_loop import (  # noqa: E402, F401  (the loop's pieces, also reached as this module's attributes)
+from accelerate_loop import (  # noqa: E402
     CHECKPOINT_DIR,
     METRICS_FILE,
     EpochPermutationSampler,
     MetricsLog,
     TrainState,
-    list_checkpoints,
     optimizer_groups,
-    resolve_resume,
-    save_checkpoint,
+    resume,
+    train_loop,
     weights_digest,
 )
 from example_common import bert_chinese_vocab, load_module  # noqa: E402
@@ -252,78 +248,20 @@ def main(argv=None) -> dict:
         f"{args.gradient_accumulation_steps} accumulation x {world} processes; {total_steps} steps "
         f"({steps_per_epoch} per epoch)")
 
-    resume_from = resolve_resume(args, checkpoint_root)
-    if resume_from is not None:
-        accelerator.load_state(resume_from)  # model, optimizer, scheduler, RNG states, TrainState
-        log.truncate_after(state.step)
-        log.append({"kind": "resume", "step": state.step, "checkpoint": os.path.abspath(resume_from)})
-        say(f"resumed from {resume_from} at step {state.step}")
-    elif args.resume is not None:
-        say(f"--resume: no checkpoint in {checkpoint_root} yet; starting from scratch")
-
-    # Training loop: one pass of the outer loop per (rest of an) epoch.
-    model.train()
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
-    last_checkpoint_step = state.step if resume_from is not None else -1
-    timed_seconds, timed_samples = 0.0, 0
-    t_start = time.perf_counter()
-    while state.step < total_steps:
-        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)  # done_in_epoch > 0 only right after a resume
-        sampler.epoch = epoch
-        loader = train_loader
-        if done_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
-        batches = iter(loader)
-        for _ in range(min(steps_per_epoch - done_in_epoch, total_steps - state.step)):
-            t_step = time.perf_counter()
-            window = [next(batches) for _ in range(args.gradient_accumulation_steps)]
-            local_count = sum((batch["labels"] != -100).sum() for batch in window)
-            global_count = accelerator.reduce(local_count.to(accelerator.device), "sum").clamp(min=1)
-            loss_total = torch.zeros((), device=accelerator.device)
-            for i, batch in enumerate(window):
-                last = i == len(window) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per step
-                    loss_sum = token_loss_sum(model, batch)
-                    # DDP averages gradients over the processes: scaling by `world` makes the result the gradient
-                    # of (sum of the token losses of the global batch) / (its labelled tokens).
-                    accelerator.backward(loss_sum * world / global_count)
-                loss_total += loss_sum.detach()
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = (accelerator.reduce(loss_total, "sum") / global_count).item()
-            seconds = time.perf_counter() - t_step
-            state.step += 1
-            if state.step > 1:  # the first step pays one-time costs (allocations, DDP buckets)
-                timed_seconds += seconds
-                timed_samples += global_batch
-            log.append({"kind": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
-                        "tokens": int(global_count.item()), "samples": global_batch, "step_seconds": seconds,
-                        "samples_per_s": global_batch / seconds})
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}")
-
-            if args.eval_every and state.step % args.eval_every == 0 and state.step < total_steps and eval_features:
-                log.append({"kind": "eval", "step": state.step, **evaluate(accelerator, model, eval_loader, id2label)})
-            if args.checkpoint_every > 0 and state.step % args.checkpoint_every == 0 and state.step < total_steps:
-                save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
-                last_checkpoint_step = state.step
-        if state.step % steps_per_epoch == 0:
-            next(batches, None)  # the epoch is used up: let the loader finish its iteration (accelerate's bookkeeping)
-    progress.close()
-    train_seconds = time.perf_counter() - t_start
-    if args.checkpoint_every >= 0 and last_checkpoint_step != state.step:
-        save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+    resumed = resume(accelerator, args, checkpoint_root, state, log)
+    timing = train_loop(accelerator, args, model, optimizer, scheduler, train_loader, sampler, state, log,
+                        loss_sum=token_loss_sum, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                        checkpoint_root=checkpoint_root, resumed=resumed,
+                        evaluate=(lambda: evaluate(accelerator, model, eval_loader, id2label)) if eval_features
+                        else None)
+    train_seconds = timing["train_seconds"]
 
     # Final evaluation, weights digest per process, saved model.
     summary = {"kind": "summary", "step": state.step, "processes": world,
                "distributed_type": accelerator.distributed_type.value, "device": str(accelerator.device),
                "mixed_precision": accelerator.mixed_precision, "global_batch": global_batch,
                "parameters": n_params, "train_seconds": round(train_seconds, 3),
-               "samples_per_s": timed_samples / timed_seconds if timed_seconds else None,
+               "samples_per_s": timing["samples_per_s"],
                "torch_threads": torch.get_num_threads()}
     if eval_features:
         final = evaluate(accelerator, model, eval_loader, id2label)

@@ -41,12 +41,10 @@ loadable with ``GLMForConditionalGeneration.from_pretrained``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -220,22 +218,29 @@ def build_model(args, tokenizer) -> GLMForConditionalGeneration:
     return _titles.build_model(argparse.Namespace(**vars(args), max_new_tokens=args.max_target_length), tokenizer)
 
 
+def title_logits(model, batch) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                 attention_mask=batch["attention_mask"]).logits  # (B, T, vocab)
+
+
 def token_loss_sum(model, batch) -> torch.Tensor:
     """Cross-entropy summed (not averaged) over the labelled (title) tokens of ``batch``, in fp32."""
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   attention_mask=batch["attention_mask"]).logits  # (B, T, vocab)
-    return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
-                           reduction="sum")
+    return F.cross_entropy(title_logits(model, batch).float().flatten(0, 1), batch["labels"].flatten(),
+                           ignore_index=-100, reduction="sum")
 
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, loader) -> dict:
-    """Token-mean held-out loss (every process scores its share; sums gathered without the padding repeats)."""
+    """Token-mean held-out loss over the whole evaluation set, whatever the process count: every process scores its
+    share, and the per-pair sums are gathered with ``gather_for_metrics`` (which drops the pairs repeated to even out
+    the last batch)."""
     model.eval()
     loss_sum, count = 0.0, 0
     for batch in loader:
-        sums, counts = accelerator.gather_for_metrics(
-            (token_loss_sum(model, batch)[None], (batch["labels"] != -100).sum()[None]))
+        labels = batch["labels"]  # (B, T)
+        token_losses = F.cross_entropy(title_logits(model, batch).float().transpose(1, 2), labels,
+                                       ignore_index=-100, reduction="none")  # (B, T); 0 where unlabelled
+        sums, counts = accelerator.gather_for_metrics((token_losses.sum(1), (labels != -100).sum(1)))
         loss_sum += sums.double().sum().item()
         count += counts.sum().item()
     model.train()
@@ -270,9 +275,12 @@ def main(argv=None) -> dict:
     # Data: title_generation's pairs and encoding (each process reads the same slice; it is small and deterministic).
     train_pairs, eval_pairs = _data.load_split(args.train_pairs, args.eval_pairs)
     tokenizer = GLMChineseTokenizer()
-    encode = lambda pairs: [{"source": s, "target": t} for s, (_, t) in zip(  # noqa: E731
-        _titles.encode_sources([b for b, _ in pairs], tokenizer, args.max_source_length, False), pairs)]
-    train_examples, eval_examples = encode(train_pairs), encode(eval_pairs)
+
+    def examples(pairs):  # {"source": body ids + [gMASK], "target": title}, what GLMSeq2SeqCollator takes
+        sources = _titles.encode_sources([body for body, _ in pairs], tokenizer, args.max_source_length, False)
+        return [{"source": source, "target": title} for source, (_, title) in zip(sources, pairs)]
+
+    train_examples, eval_examples = examples(train_pairs), examples(eval_pairs)
     collator = GLMSeq2SeqCollator(tokenizer, max_source_length=args.max_source_length,
                                   max_target_length=args.max_target_length)
     global_batch = args.batch_size * args.gradient_accumulation_steps * world
@@ -304,64 +312,18 @@ def main(argv=None) -> dict:
         f"{n_params / 1e6:.2f}M parameters; {len(train_examples)} training pairs, global batch {global_batch} = "
         f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {world} processes; {total_steps} steps")
 
-    resume_from = _loop.resolve_resume(args, checkpoint_root)
-    if resume_from is not None:
-        accelerator.load_state(resume_from)  # sharded model and optimizer (DCP), scheduler, RNG states, TrainState
-        log.truncate_after(state.step)
-        log.append({"kind": "resume", "step": state.step, "checkpoint": os.path.abspath(resume_from)})
-        say(f"resumed from {resume_from} at step {state.step}")
-
-    model.train()
-    last_checkpoint_step = state.step if resume_from is not None else -1
-    t_start = time.perf_counter()
-    while state.step < total_steps:
-        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
-        sampler.epoch = epoch
-        loader = train_loader
-        if done_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
-        batches = iter(loader)
-        for _ in range(min(steps_per_epoch - done_in_epoch, total_steps - state.step)):
-            t_step = time.perf_counter()
-            window = [next(batches) for _ in range(args.gradient_accumulation_steps)]
-            local_count = sum((batch["labels"] != -100).sum() for batch in window)
-            global_count = accelerator.reduce(local_count.to(accelerator.device), "sum").clamp(min=1)
-            loss_total = torch.zeros((), device=accelerator.device)
-            for i, batch in enumerate(window):
-                last = i == len(window) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):  # reduce once per step
-                    loss_sum = token_loss_sum(model, batch)
-                    # DDP / FSDP / ZeRO average gradients over the processes: scaling by `world` makes the result the
-                    # gradient of (sum of the token losses of the global batch) / (its labelled tokens).
-                    accelerator.backward(loss_sum * world / global_count)
-                loss_total += loss_sum.detach()
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = (accelerator.reduce(loss_total, "sum") / global_count).item()
-            state.step += 1
-            seconds = time.perf_counter() - t_step
-            log.append({"kind": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
-                        "tokens": int(global_count.item()), "samples": global_batch, "step_seconds": seconds})
-            say(f"step {state.step}/{total_steps}: loss {loss:.6f}  lr {lr:.3g}  {seconds:.2f}s")
-            if args.eval_every and state.step % args.eval_every == 0 and state.step < total_steps and eval_examples:
-                log.append({"kind": "eval", "step": state.step, **evaluate(accelerator, model, eval_loader)})
-            if args.checkpoint_every > 0 and state.step % args.checkpoint_every == 0 and state.step < total_steps:
-                _loop.save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
-                last_checkpoint_step = state.step
-        if state.step % steps_per_epoch == 0:
-            next(batches, None)  # let the loader finish its epoch (accelerate's bookkeeping)
-    train_seconds = time.perf_counter() - t_start
-    if args.checkpoint_every >= 0 and last_checkpoint_step != state.step:
-        _loop.save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+    resumed = _loop.resume(accelerator, args, checkpoint_root, state, log)
+    timing = _loop.train_loop(accelerator, args, model, optimizer, scheduler, train_loader, sampler, state, log,
+                              loss_sum=token_loss_sum, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                              checkpoint_root=checkpoint_root, resumed=resumed,
+                              evaluate=(lambda: evaluate(accelerator, model, eval_loader)) if eval_examples else None)
+    train_seconds = timing["train_seconds"]
 
     summary = {"kind": "summary", "step": state.step, "processes": world,
                "distributed_type": accelerator.distributed_type.value, "enabled_on_cpu_by_script": shim,
                "sharded": sharded, "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
-               "global_batch": global_batch, "parameters": n_params, "train_seconds": round(train_seconds, 3)}
+               "global_batch": global_batch, "parameters": n_params, "train_seconds": round(train_seconds, 3),
+               "samples_per_s": timing["samples_per_s"]}
     if eval_examples:
         final = evaluate(accelerator, model, eval_loader)
         log.append({"kind": "eval", "step": state.step, **final})
