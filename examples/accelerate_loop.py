@@ -4,12 +4,14 @@ per-epoch data order, the loop position saved with every checkpoint, checkpoint 
 ``metrics.jsonl`` log, tensor digests and the AdamW weight-decay groups. Nothing here depends on a model family or a
 task: a script brings its model, data, per-batch loss and evaluation.
 
-The scripts' arguments this reads: ``gradient_accumulation_steps``, ``max_grad_norm``, ``eval_every``,
-``checkpoint_every``, ``keep_checkpoints`` and ``resume``.
+``add_loop_arguments`` defines the command-line options the loop and a script's schedule read (batch, accumulation,
+steps, optimizer, precision, seed, checkpoints, evaluation interval, output folder); ``check_loop_arguments`` rejects
+bad values.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -27,6 +29,49 @@ from tqdm.auto import tqdm
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
+
+# ------------------------------------------------------------------------------------------------------- arguments
+def add_loop_arguments(parser: argparse.ArgumentParser, *, item: str, batch_size: int, learning_rate: float,
+                       output_dir: str) -> tuple:
+    """Add the groups "training" and "checkpoints and outputs" with the options ``train_loop``, ``resume`` and the
+    scripts' schedules read; ``item`` names a training example in the help ("sentences", "pairs"). Returns the two
+    groups, for a script's own options."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--batch_size", type=int, default=batch_size, help=f"{item} per micro-batch and process")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--epochs", type=float, default=1.0, help="training epochs (ignored when --max_steps > 0)")
+    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --epochs")
+    g.add_argument("--learning_rate", type=float, default=learning_rate)
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--warmup", type=float, default=0.06, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
+    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
+                   help="compute dtype (default: what `accelerate launch` / the accelerate config says, else no)")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
+    g.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
+    training = g
+    g = parser.add_argument_group("checkpoints and outputs")
+    g.add_argument("--output_dir", default=output_dir)
+    g.add_argument("--checkpoint_every", type=int, default=0,
+                   help="save_state every N optimizer steps (0: only after the last step; -1: never)")
+    g.add_argument("--keep_checkpoints", type=int, default=2, help="keep the last K checkpoints")
+    g.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="resume from the latest checkpoint of --output_dir (or from the given checkpoint folder); "
+                        "starts from scratch when there is none yet")
+    g.add_argument("--eval_every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    g.add_argument("--no_save_model", action="store_true", help="skip save_pretrained of the final model")
+    return training, g
+
+
+def check_loop_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         positive: tuple[str, ...] = ()) -> None:
+    """``parser.error`` for a count below 1 (the loop's and the script's ``positive`` ones) or a bad interval."""
+    for name in ("batch_size", "gradient_accumulation_steps", "keep_checkpoints", *positive):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.checkpoint_every < -1:
+        parser.error(f"--checkpoint_every must be >= -1 (-1: never, 0: at the end), got {args.checkpoint_every}")
+
 
 # ------------------------------------------------------------------------------------------------------ data order
 class EpochPermutationSampler(Sampler[int]):

@@ -71,6 +71,8 @@ from accelerate_loop import (  # noqa: E402
     EpochPermutationSampler,
     MetricsLog,
     TrainState,
+    add_loop_arguments,
+    check_loop_arguments,
     optimizer_groups,
     resume,
     train_loop,
@@ -100,36 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--eval_sentences", type=int, default=1000,
                    help="first N sentences of msra_test.txt (-1: all 5,000; 0: no evaluation)")
     g.add_argument("--max_length", type=int, default=128, help="tokens per sentence including [CLS]/[SEP]")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int, default=16, help="sentences per micro-batch and process")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--epochs", type=float, default=1.0, help="training epochs (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --epochs")
-    g.add_argument("--learning_rate", type=float, default=1e-3)
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--warmup", type=float, default=0.06, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
-    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
-                   help="autocast dtype (default: what `accelerate launch` / the accelerate config says, else no)")
-    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
-    g.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
-    g = p.add_argument_group("checkpoints and outputs")
-    g.add_argument("--output_dir", default=os.path.join("outputs", "ner_accelerate"))
-    g.add_argument("--checkpoint_every", type=int, default=0,
-                   help="save_state every N optimizer steps (0: only after the last step; -1: never)")
-    g.add_argument("--keep_checkpoints", type=int, default=2, help="keep the last K checkpoints")
-    g.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="resume from the latest checkpoint of --output_dir (or from the given checkpoint folder); "
-                        "starts from scratch when there is none yet")
-    g.add_argument("--eval_every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    _, g = add_loop_arguments(p, item="sentences", batch_size=16, learning_rate=1e-3,
+                              output_dir=os.path.join("outputs", "ner_accelerate"))
     g.add_argument("--eval_batch_size", type=int, default=64)
-    g.add_argument("--no_save_model", action="store_true", help="skip save_pretrained of the final model")
     args = p.parse_args(argv)
-    for name in ("batch_size", "gradient_accumulation_steps", "keep_checkpoints", "eval_batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.checkpoint_every < -1:
-        p.error(f"--checkpoint_every must be >= -1 (-1: never, 0: at the end), got {args.checkpoint_every}")
+    check_loop_arguments(p, args, positive=("eval_batch_size",))
     return args
 
 

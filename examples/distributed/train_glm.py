@@ -61,6 +61,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _EXAMPLES = os.path.dirname(_HERE)
 sys.path.append(_EXAMPLES)  # examples/, for example_common
 import accelerate_loop as _loop  # noqa: E402
+from accelerate_loop import add_loop_arguments, check_loop_arguments  # noqa: E402
 from example_common import load_module  # noqa: E402
 
 _titles = load_module("flagai_examples_title_generation_train_glm",
@@ -99,34 +100,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "`accelerate launch` with an FSDP config (which takes precedence)")
     g.add_argument("--no_activation_checkpointing", dest="activation_checkpointing", action="store_false",
                    help="keep every block's activations (--fsdp, and the non-sharded runs)")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
-                   help="compute dtype (default: what `accelerate launch` / the accelerate config says, else no)")
-    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int, default=8, help="pairs per micro-batch and process")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--epochs", type=float, default=1.0, help="training epochs (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --epochs")
-    g.add_argument("--learning_rate", type=float, default=5e-4)
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--warmup", type=float, default=0.06, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
-    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
-    g.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
-    g = p.add_argument_group("checkpoints and outputs")
-    g.add_argument("--output_dir", default=os.path.join("outputs", "glm_distributed"))
-    g.add_argument("--checkpoint_every", type=int, default=0,
-                   help="save_state every N optimizer steps (0: only after the last step; -1: never)")
-    g.add_argument("--keep_checkpoints", type=int, default=2, help="keep the last K checkpoints")
-    g.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="resume from the latest checkpoint of --output_dir (or from the given checkpoint folder)")
-    g.add_argument("--eval_every", type=int, default=0, help="held-out loss every N steps (0: only at the end)")
-    g.add_argument("--no_save_model", action="store_true", help="skip save_pretrained of the final model")
+    add_loop_arguments(p, item="pairs", batch_size=8, learning_rate=5e-4,
+                       output_dir=os.path.join("outputs", "glm_distributed"))
     args = p.parse_args(argv)
-    for name in ("batch_size", "gradient_accumulation_steps", "keep_checkpoints"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.checkpoint_every < -1:
-        p.error(f"--checkpoint_every must be >= -1 (-1: never, 0: at the end), got {args.checkpoint_every}")
+    check_loop_arguments(p, args)
     return args
 
 
