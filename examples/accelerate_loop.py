@@ -15,15 +15,17 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 METRICS_FILE = "metrics.jsonl"
@@ -100,6 +102,27 @@ class EpochPermutationSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.usable
+
+
+class Schedule(NamedTuple):
+    global_batch: int  # examples per optimizer step: batch_size x gradient_accumulation_steps x processes
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def training_data(args, examples, collator, world: int) -> tuple[EpochPermutationSampler, DataLoader, Schedule]:
+    """The training DataLoader, micro-batches of ``--batch_size`` in ``EpochPermutationSampler`` order (from ``--seed``
+    and the epoch, cut to whole global batches), and the schedule it implies (``--max_steps`` or ``--epochs``,
+    ``--warmup`` steps or fraction of the steps)."""
+    global_batch = args.batch_size * args.gradient_accumulation_steps * world
+    sampler = EpochPermutationSampler(len(examples), args.seed, multiple_of=global_batch)
+    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
+                        generator=torch.Generator().manual_seed(args.seed))  # leaves the global RNG alone
+    steps_per_epoch = len(sampler) // global_batch
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
+    warmup_steps = int(args.warmup) if args.warmup >= 1 else math.ceil(args.warmup * total_steps)
+    return sampler, loader, Schedule(global_batch, steps_per_epoch, total_steps, warmup_steps)
 
 
 class TrainState:

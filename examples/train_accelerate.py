@@ -11,6 +11,9 @@ The same file runs unchanged on one CPU process, on several CPU processes (gloo)
 
 (``accelerate launch --cpu --num_processes 2`` starts only ONE process; use one of the two forms above.)
 
+The loop, its options, the data order and the checkpoint handling live in ``examples/accelerate_loop.py`` (shared with
+``examples/distributed/train_glm.py``).
+
 What one optimizer step is: every process takes ``--gradient_accumulation_steps`` micro-batches of ``--batch_size``
 sentences, so the global batch is ``batch_size x accumulation x processes``. The loss is the cross-entropy summed over
 every labelled token of the global batch divided by their count (counted across processes before the backward
@@ -42,7 +45,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 
@@ -68,7 +70,6 @@ sys.path.append(_HERE)  # examples/, for example_common
 from accelerate_loop import (  # noqa: E402
     CHECKPOINT_DIR,
     METRICS_FILE,
-    EpochPermutationSampler,
     MetricsLog,
     TrainState,
     add_loop_arguments,
@@ -76,6 +77,7 @@ from accelerate_loop import (  # noqa: E402
     optimizer_groups,
     resume,
     train_loop,
+    training_data,
     weights_digest,
 )
 from example_common import bert_chinese_vocab, load_module  # noqa: E402
@@ -200,14 +202,9 @@ def main(argv=None) -> dict:
     if args.eval_sentences != 0:
         eval_features, _, _ = encode(load_msra_test(args.eval_sentences), tokenizer, label2id, args.max_length)
     collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100, return_tensors="pt")
-    global_batch = args.batch_size * args.gradient_accumulation_steps * world
-    sampler = EpochPermutationSampler(len(train_features), args.seed, multiple_of=global_batch)
-    train_loader = DataLoader(train_features, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
-                              generator=torch.Generator().manual_seed(args.seed))  # leaves the global RNG alone
+    sampler, train_loader, schedule = training_data(args, train_features, collator, world)
+    global_batch, steps_per_epoch, total_steps, warmup_steps = schedule
     eval_loader = DataLoader(eval_features, batch_size=args.eval_batch_size, collate_fn=collator)
-    steps_per_epoch = len(sampler) // global_batch
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    warmup_steps = int(args.warmup) if args.warmup >= 1 else math.ceil(args.warmup * total_steps)
 
     # Model, optimizer, schedule: identical initialisation on every process (DDP also broadcasts rank 0's weights).
     set_seed(args.seed)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -260,14 +259,9 @@ def main(argv=None) -> dict:
     train_examples, eval_examples = examples(train_pairs), examples(eval_pairs)
     collator = GLMSeq2SeqCollator(tokenizer, max_source_length=args.max_source_length,
                                   max_target_length=args.max_target_length)
-    global_batch = args.batch_size * args.gradient_accumulation_steps * world
-    sampler = _loop.EpochPermutationSampler(len(train_examples), args.seed, multiple_of=global_batch)
-    train_loader = DataLoader(train_examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
-                              generator=torch.Generator().manual_seed(args.seed))
+    sampler, train_loader, schedule = _loop.training_data(args, train_examples, collator, world)
+    global_batch, steps_per_epoch, total_steps, warmup_steps = schedule
     eval_loader = DataLoader(eval_examples, batch_size=args.batch_size, collate_fn=collator)
-    steps_per_epoch = len(sampler) // global_batch
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    warmup_steps = int(args.warmup) if args.warmup >= 1 else math.ceil(args.warmup * total_steps)
 
     # Model, optimizer, schedule: the same initialisation on every process; prepare() shards it.
     set_seed(args.seed)
