@@ -11,6 +11,9 @@ The same file runs unchanged on one CPU process, on several CPU processes (gloo)
 
 (``accelerate launch --cpu --num_processes 2`` starts only ONE process; use one of the two forms above.)
 
+The loop, its options, the data order and the checkpoint handling live in ``examples/accelerate_loop.py`` (shared with
+``examples/distributed/train_glm.py``).
+
 What one optimizer step is: every process takes ``--gradient_accumulation_steps`` micro-batches of ``--batch_size``
 sentences, so the global batch is ``batch_size x accumulation x processes``. The loss is the cross-entropy summed over
 every labelled token of the global batch divided by their count (counted across processes before the backward
@@ -40,16 +43,10 @@ Everything runs offline (``HF_HUB_OFFLINE=1`` is set if unset); the data and voc
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import importlib.util
 import json
-import math
 import os
-import re
-import shutil
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,8 +56,7 @@ import torch.nn.functional as F  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score  # noqa: E402
-from torch.utils.data import DataLoader, Sampler  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 from transformers import DataCollatorForTokenClassification, get_linear_schedule_with_warmup  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,16 +67,25 @@ from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertToken
 
 
 sys.path.append(_HERE)  # examples/, for example_common
+from accelerate_loop import (  # noqa: E402
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    MetricsLog,
+    TrainState,
+    add_loop_arguments,
+    check_loop_arguments,
+    optimizer_groups,
+    resume,
+    train_loop,
+    training_data,
+    weights_digest,
+)
 from example_common import bert_chinese_vocab, load_module  # noqa: E402
 
 _data = load_module("flagai_examples_ner_data", os.path.join(_HERE, "ner", "data.py"))
 _run_ner = load_module("flagai_examples_ner_run_ner", os.path.join(_HERE, "ner", "run_ner.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
 MODEL_SIZES, encode, label_sequences = _run_ner.MODEL_SIZES, _run_ner.encode, _run_ner.label_sequences
-
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-_CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,158 +104,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--eval_sentences", type=int, default=1000,
                    help="first N sentences of msra_test.txt (-1: all 5,000; 0: no evaluation)")
     g.add_argument("--max_length", type=int, default=128, help="tokens per sentence including [CLS]/[SEP]")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int, default=16, help="sentences per micro-batch and process")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--epochs", type=float, default=1.0, help="training epochs (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --epochs")
-    g.add_argument("--learning_rate", type=float, default=1e-3)
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--warmup", type=float, default=0.06, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
-    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0: off)")
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
-                   help="autocast dtype (default: what `accelerate launch` / the accelerate config says, else no)")
-    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
-    g.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
-    g = p.add_argument_group("checkpoints and outputs")
-    g.add_argument("--output_dir", default=os.path.join("outputs", "ner_accelerate"))
-    g.add_argument("--checkpoint_every", type=int, default=0,
-                   help="save_state every N optimizer steps (0: only after the last step; -1: never)")
-    g.add_argument("--keep_checkpoints", type=int, default=2, help="keep the last K checkpoints")
-    g.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="resume from the latest checkpoint of --output_dir (or from the given checkpoint folder); "
-                        "starts from scratch when there is none yet")
-    g.add_argument("--eval_every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    _, g = add_loop_arguments(p, item="sentences", batch_size=16, learning_rate=1e-3,
+                              output_dir=os.path.join("outputs", "ner_accelerate"))
     g.add_argument("--eval_batch_size", type=int, default=64)
-    g.add_argument("--no_save_model", action="store_true", help="skip save_pretrained of the final model")
     args = p.parse_args(argv)
-    for name in ("batch_size", "gradient_accumulation_steps", "keep_checkpoints", "eval_batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.checkpoint_every < -1:
-        p.error(f"--checkpoint_every must be >= -1 (-1: never, 0: at the end), got {args.checkpoint_every}")
+    check_loop_arguments(p, args, positive=("eval_batch_size",))
     return args
-
-
-# ------------------------------------------------------------------------------------------------------ data order
-class EpochPermutationSampler(Sampler[int]):
-    """Sentence indices of one epoch: a permutation drawn from ``(seed, epoch)``, cut to a multiple of ``multiple_of``.
-
-    The order depends only on the seed and the epoch (never on the global RNG or the number of processes), so a
-    resumed run and runs with different process counts see the same global batches. ``multiple_of`` is the global
-    batch size: every process then gets the same number of full micro-batches and no sample is repeated to even
-    them out. Set ``epoch`` before iterating (accelerate's ``set_epoch`` is deliberately not used: it does not reach
-    a sampler wrapped by ``skip_first_batches`` in a multi-process run).
-    """
-
-    def __init__(self, num_samples: int, seed: int, multiple_of: int):
-        if num_samples < multiple_of:
-            raise ValueError(f"{num_samples} training sentences are fewer than one global batch of {multiple_of} "
-                             f"(batch_size x gradient_accumulation_steps x processes); use more sentences or a "
-                             f"smaller batch")
-        self.num_samples = num_samples
-        self.seed = seed
-        self.usable = num_samples - num_samples % multiple_of
-        self.epoch = 0
-
-    def __iter__(self):
-        order = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=order)[: self.usable].tolist())
-
-    def __len__(self) -> int:
-        return self.usable
-
-
-class TrainState:
-    """Where the loop is: optimizer steps done (the epoch and the position in it follow from the global batch).
-    Saved with every checkpoint through ``register_for_checkpointing``."""
-
-    def __init__(self, global_batch: int):
-        self.step = 0
-        self.global_batch = global_batch
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "global_batch": self.global_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        if int(state["global_batch"]) != self.global_batch:
-            raise ValueError(
-                f"the checkpoint was written with a global batch of {state['global_batch']} sentences, this run has "
-                f"{self.global_batch} (batch_size x gradient_accumulation_steps x processes); resume with the same "
-                f"global batch, or the data position and the schedule would not continue the same run")
-        self.step = int(state["step"])
-
-
-# ----------------------------------------------------------------------------------------------------- checkpoints
-def list_checkpoints(root: str) -> list[tuple[int, str]]:
-    """Complete checkpoints under ``root`` as ``(step, path)``, oldest first (temporary folders are ignored)."""
-    if not os.path.isdir(root):
-        return []
-    found = [(int(m.group(1)), os.path.join(root, name)) for name in os.listdir(root)
-             if (m := _CHECKPOINT_NAME.match(name)) and os.path.isdir(os.path.join(root, name))]
-    return sorted(found)
-
-
-def save_checkpoint(accelerator: Accelerator, root: str, step: int, keep: int) -> str:
-    """``save_state`` into ``root/step_<step>`` through a temporary folder, then drop all but the last ``keep``."""
-    final = os.path.join(root, f"step_{step}")
-    partial = os.path.join(root, f".partial_step_{step}")
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(partial)  # every process writes its RNG state; the main process the rest
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)  # a checkpoint folder exists only once it is complete
-        for _, old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resolve_resume(args, root: str) -> str | None:
-    if args.resume is None:
-        return None
-    if args.resume != "latest":
-        if not os.path.isdir(args.resume):
-            raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint folder")
-        return args.resume
-    found = list_checkpoints(root)
-    return found[-1][1] if found else None
-
-
-# --------------------------------------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """``metrics.jsonl`` in the output folder, appended to by the main process only (one JSON object per line)."""
-
-    def __init__(self, path: str, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def append(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-    def truncate_after(self, step: int) -> None:
-        """Drop the step records past ``step`` (written by a run killed after its last checkpoint) and summaries."""
-        if not self.enabled or not os.path.isfile(self.path):
-            return
-        with open(self.path, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        kept = [r for r in records if r.get("kind") != "summary" and r.get("step", 0) <= step]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-
-
-def weights_digest(model: torch.nn.Module) -> dict[str, str]:
-    """SHA-256 of every tensor of ``model``'s state dict (its bytes on the CPU)."""
-    digest = {}
-    for name, tensor in model.state_dict().items():
-        data = tensor.detach().cpu().contiguous()
-        digest[name] = hashlib.sha256(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
-    return digest
 
 
 # ------------------------------------------------------------------------------------------------------ model, loss
@@ -281,14 +140,6 @@ def token_loss_sum(model, batch) -> torch.Tensor:
                    token_type_ids=batch["token_type_ids"]).logits  # (B, T, num_labels)
     return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
                            reduction="sum")
-
-
-def optimizer_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices, none on biases and norm weights."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        (no_decay if param.ndim < 2 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
@@ -351,14 +202,9 @@ def main(argv=None) -> dict:
     if args.eval_sentences != 0:
         eval_features, _, _ = encode(load_msra_test(args.eval_sentences), tokenizer, label2id, args.max_length)
     collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100, return_tensors="pt")
-    global_batch = args.batch_size * args.gradient_accumulation_steps * world
-    sampler = EpochPermutationSampler(len(train_features), args.seed, multiple_of=global_batch)
-    train_loader = DataLoader(train_features, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
-                              generator=torch.Generator().manual_seed(args.seed))  # leaves the global RNG alone
+    sampler, train_loader, schedule = training_data(args, train_features, collator, world)
+    global_batch, steps_per_epoch, total_steps, warmup_steps = schedule
     eval_loader = DataLoader(eval_features, batch_size=args.eval_batch_size, collate_fn=collator)
-    steps_per_epoch = len(sampler) // global_batch
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
-    warmup_steps = int(args.warmup) if args.warmup >= 1 else math.ceil(args.warmup * total_steps)
 
     # Model, optimizer, schedule: identical initialisation on every process (DDP also broadcasts rank 0's weights).
     set_seed(args.seed)
@@ -376,78 +222,20 @@ def main(argv=None) -> dict:
         f"{args.gradient_accumulation_steps} accumulation x {world} processes; {total_steps} steps "
         f"({steps_per_epoch} per epoch)")
 
-    resume_from = resolve_resume(args, checkpoint_root)
-    if resume_from is not None:
-        accelerator.load_state(resume_from)  # model, optimizer, scheduler, RNG states, TrainState
-        log.truncate_after(state.step)
-        log.append({"kind": "resume", "step": state.step, "checkpoint": os.path.abspath(resume_from)})
-        say(f"resumed from {resume_from} at step {state.step}")
-    elif args.resume is not None:
-        say(f"--resume: no checkpoint in {checkpoint_root} yet; starting from scratch")
-
-    # Training loop: one pass of the outer loop per (rest of an) epoch.
-    model.train()
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
-    last_checkpoint_step = state.step if resume_from is not None else -1
-    timed_seconds, timed_samples = 0.0, 0
-    t_start = time.perf_counter()
-    while state.step < total_steps:
-        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)  # done_in_epoch > 0 only right after a resume
-        sampler.epoch = epoch
-        loader = train_loader
-        if done_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
-        batches = iter(loader)
-        for _ in range(min(steps_per_epoch - done_in_epoch, total_steps - state.step)):
-            t_step = time.perf_counter()
-            window = [next(batches) for _ in range(args.gradient_accumulation_steps)]
-            local_count = sum((batch["labels"] != -100).sum() for batch in window)
-            global_count = accelerator.reduce(local_count.to(accelerator.device), "sum").clamp(min=1)
-            loss_total = torch.zeros((), device=accelerator.device)
-            for i, batch in enumerate(window):
-                last = i == len(window) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per step
-                    loss_sum = token_loss_sum(model, batch)
-                    # DDP averages gradients over the processes: scaling by `world` makes the result the gradient
-                    # of (sum of the token losses of the global batch) / (its labelled tokens).
-                    accelerator.backward(loss_sum * world / global_count)
-                loss_total += loss_sum.detach()
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = (accelerator.reduce(loss_total, "sum") / global_count).item()
-            seconds = time.perf_counter() - t_step
-            state.step += 1
-            if state.step > 1:  # the first step pays one-time costs (allocations, DDP buckets)
-                timed_seconds += seconds
-                timed_samples += global_batch
-            log.append({"kind": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
-                        "tokens": int(global_count.item()), "samples": global_batch, "step_seconds": seconds,
-                        "samples_per_s": global_batch / seconds})
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}")
-
-            if args.eval_every and state.step % args.eval_every == 0 and state.step < total_steps and eval_features:
-                log.append({"kind": "eval", "step": state.step, **evaluate(accelerator, model, eval_loader, id2label)})
-            if args.checkpoint_every > 0 and state.step % args.checkpoint_every == 0 and state.step < total_steps:
-                save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
-                last_checkpoint_step = state.step
-        if state.step % steps_per_epoch == 0:
-            next(batches, None)  # the epoch is used up: let the loader finish its iteration (accelerate's bookkeeping)
-    progress.close()
-    train_seconds = time.perf_counter() - t_start
-    if args.checkpoint_every >= 0 and last_checkpoint_step != state.step:
-        save_checkpoint(accelerator, checkpoint_root, state.step, args.keep_checkpoints)
+    resumed = resume(accelerator, args, checkpoint_root, state, log)
+    timing = train_loop(accelerator, args, model, optimizer, scheduler, train_loader, sampler, state, log,
+                        loss_sum=token_loss_sum, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                        checkpoint_root=checkpoint_root, resumed=resumed,
+                        evaluate=(lambda: evaluate(accelerator, model, eval_loader, id2label)) if eval_features
+                        else None)
+    train_seconds = timing["train_seconds"]
 
     # Final evaluation, weights digest per process, saved model.
     summary = {"kind": "summary", "step": state.step, "processes": world,
                "distributed_type": accelerator.distributed_type.value, "device": str(accelerator.device),
                "mixed_precision": accelerator.mixed_precision, "global_batch": global_batch,
                "parameters": n_params, "train_seconds": round(train_seconds, 3),
-               "samples_per_s": timed_samples / timed_seconds if timed_seconds else None,
+               "samples_per_s": timing["samples_per_s"],
                "torch_threads": torch.get_num_threads()}
     if eval_features:
         final = evaluate(accelerator, model, eval_loader, id2label)
