@@ -355,11 +355,12 @@ class BertForSeq2seq(BertPreTrainedModel, GenerationChecks, GenerationMixin):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(reference, dtype=torch.long)
         past_length = cache.get_seq_length() if cache is not None else 0
-        attention_mask = _padding_mask(input_ids, attention_mask, self.config.pad_token_id)
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError("BertForSeq2seq builds its own seq2seq mask; attention_mask must be a 2-D padding mask")
         if attention_mask is not None:
             check_mask_shape(attention_mask, {2: (reference.shape[0], past_length + reference.shape[1])})
+        elif past_length == 0:  # FlagAI's rule (pad ids are padding), for a whole sequence: a cache's keys are not ids
+            attention_mask = _padding_mask(input_ids, attention_mask, self.config.pad_token_id)
 
         mask = unilm_attention_mask(token_type_ids, past_length)  # (B, 1, T, past + T)
         if attention_mask is not None:
