@@ -72,9 +72,8 @@ def check_mask_shape(mask: torch.Tensor, accepted: dict[int, tuple], name: str =
         def spell(pattern):
             return "(" + ", ".join("any" if want is None else " or ".join(map(str, want)) if isinstance(want, tuple)
                                    else str(want) for want in pattern) + ")"
-        forms = "; ".join(f"{dims}-D {spell(pattern)}" for dims, pattern in accepted.items())
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}, which does not match the input ids; accepted: "
-                         f"{forms}")
+        forms = " or ".join(f"{dims}-D {spell(pattern)}" for dims, pattern in accepted.items())
+        raise ValueError(f"{name} must be {forms} to match the input ids; got shape {tuple(mask.shape)}")
 
 
 # ------------------------------------------------------------------------------------------ generate() settings

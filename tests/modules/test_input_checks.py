@@ -77,8 +77,9 @@ def test_t5_names_the_decoder_ids_and_embeds(models):
 def test_bert_masks_of_other_forms_must_match_too(models):
     model = models[flagai_hf.BertModel]
     model(input_ids=IDS, attention_mask=torch.ones(2, 1, 5, 5))  # 4-D (batch, 1, T, T): fine
-    with pytest.raises(ValueError, match=re.escape("attention_mask has shape (2, 1, 4, 5), which does not match the "
-                                                   "input ids; accepted: 2-D (2, 5); 3-D (1 or 2, 5, 5); 4-D")):
+    with pytest.raises(ValueError, match=re.escape("attention_mask must be 2-D (2, 5) or 3-D (1 or 2, 5, 5) or 4-D "
+                                                   "(1 or 2, 1 or 2, 5, 5) to match the input ids; got shape "
+                                                   "(2, 1, 4, 5)")):
         model(input_ids=IDS, attention_mask=torch.ones(2, 1, 4, 5))
 
 
