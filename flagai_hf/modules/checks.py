@@ -80,7 +80,8 @@ def check_mask_shape(mask: torch.Tensor, accepted: dict[int, tuple], name: str =
 
 
 class PositionTableStop(StoppingCriteria):
-    """Stops ``generate()`` once the sequences reach ``limit`` tokens (the model's position table), with a warning
+    """Stops ``generate()`` when the model has been fed ``limit`` positions (the end of its position table): the
+    sequences then hold ``limit + 1`` tokens, the last one predicted from position ``limit - 1`` and never fed. Warns
     when that cuts the generation short of ``max_length`` (set by ``GenerationChecks._get_stopping_criteria``)."""
 
     def __init__(self, limit: int, model_name: str):
@@ -90,11 +91,12 @@ class PositionTableStop(StoppingCriteria):
         self.warned = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        done = input_ids.shape[-1] >= self.limit
-        if done and not self.warned and (self.max_length is None or self.max_length > self.limit):
+        done = input_ids.shape[-1] > self.limit
+        if done and not self.warned and (self.max_length is None or self.max_length > self.limit + 1):
             self.warned = True
             logger.warning(f"{self.model_name}.generate stops at the position table ({self.limit} positions): "
-                           f"{input_ids.shape[-1]} tokens returned, not the {self.max_length} asked for")
+                           f"{input_ids.shape[-1]} tokens returned (the last one predicted from the last position), "
+                           f"not the {self.max_length} asked for")
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -104,7 +106,7 @@ class GenerationChecks:
     generated with a warning, instead of failing in the forward."""
 
     def generation_position_limit(self, model_kwargs: dict) -> int | None:
-        """The most tokens (prompt + generated) the position table serves: ``config.max_position_embeddings``
+        """The most positions the model can be fed (prompt + generated): ``config.max_position_embeddings``
         (GPT2's ``n_positions``); ``None`` for models without one (T5's relative positions)."""
         return getattr(self.config, "max_position_embeddings", None)
 

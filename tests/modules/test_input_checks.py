@@ -122,12 +122,13 @@ def test_generation_stops_at_the_position_table_with_a_warning(models, caplog, c
     model = models[cls]
     out = generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=40,
                             num_beams=num_beams)
-    assert out.shape == (2, table)  # what was generated up to the table's end, not an error
+    # what was generated up to the table's end (the last token predicted from the last position), not an error
+    assert out.shape == (2, table + 1)
     assert torch.equal(out[:, :5], IDS)
-    assert (f"{cls.__name__}.generate stops at the position table ({table} positions): {table} tokens returned, "
-            f"not the 45 asked for") in caplog.text
+    assert (f"{cls.__name__}.generate stops at the position table ({table} positions): {table + 1} tokens returned "
+            f"(the last one predicted from the last position), not the 45 asked for") in caplog.text
     caplog.clear()
-    assert generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=2).shape == (2, 7)
+    assert generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=3).shape == (2, 8)
     assert "stops at the position table" not in caplog.text  # room enough: no warning
 
 
@@ -144,5 +145,5 @@ def test_glm_blank_filling_stops_where_its_positions_end(models, caplog):
     mask[:, :context] = 1
     out = generate_with_log(caplog, model, IDS, position_ids=position_ids,
                             generation_attention_mask=mask[None, None].expand(2, 1, total, total), max_new_tokens=10)
-    assert out.shape == (2, total)
+    assert out.shape == (2, total + 1)  # the prompt's 5 + 3 = total + 1 tokens: the last one is never fed
     assert f"stops at the position table ({total} positions)" in caplog.text

@@ -293,8 +293,8 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
         return output
 
     def generation_position_limit(self, model_kwargs: dict) -> int:
-        """Where ``generate()`` stops: the end of the given ``position_ids`` / ``generation_attention_mask`` (blank
-        filling: ``build_inputs_for_generation`` sized them), else the position table (causal generation counts
+        """The most positions ``generate()`` can feed: the given ``position_ids`` / ``generation_attention_mask``
+        (blank filling: ``build_inputs_for_generation`` sized them), else the position table (causal generation counts
         positions 0, 1, ...)."""
         given = [model_kwargs[key].shape[-1] for key in ("position_ids", "generation_attention_mask")
                  if isinstance(model_kwargs.get(key), torch.Tensor) and model_kwargs[key].dim() >= 3]
