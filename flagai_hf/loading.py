@@ -31,12 +31,12 @@ machine, resumed, verified); a folder the downloader left unfinished is never lo
 """
 
 import copy
-from contextlib import contextmanager
 import json
 import pickle
 import re
 import zipfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
