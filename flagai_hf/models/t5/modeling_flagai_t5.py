@@ -310,7 +310,8 @@ class T5Stack(nn.Module):
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape != (batch, past + length):
                 raise ValueError(
-                    f"attention_mask must be ({batch}, {past + length}) for {past} cached and {length} new positions; "
+                    f"attention_mask must be (batch, {past + length}) = ({batch}, {past + length}) for {past} cached and "
+                    f"{length} new positions; "
                     f"got shape {tuple(attention_mask.shape)}"
                 )
             padding = nn.functional.pad(attention_mask.bool(), (0, keys - past - length))  # unwritten slots: False
