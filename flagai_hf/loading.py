@@ -14,16 +14,27 @@ family registers a ``KeyMap`` that renames any of them to ours. Loading is stric
   loading a classifier; the family's ``backbone_modules`` say what is not a head), and backbone modules the class
   lacks altogether (T5EncoderModel: the decoder), are dropped with a warning.
 
-Loading costs about the read: the model is built with its parameters on the meta device (no memory, no random
-initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped); only what the checkpoint
-lacks is allocated and initialised.
+Cost before checks: before any model is built, the config is compared with the checkpoint's tensor names and shapes,
+read from the file headers without loading any values (safetensors headers, a pickle memory-mapped, a sharded index
+and its shards' headers; ``check_config_against_checkpoint``). A config asking for more or fewer layers than the
+checkpoint holds, or for sizes its tensors do not have (a 1e12 vocabulary against a 50-token one), is refused at once,
+naming the config key and the checkpoint tensor and shape, instead of building (and allocating) a model first.
+``from_pretrained`` on a local folder of our own layout (transformers' loader) runs the same check first
+(``check_folder_before_build``).
+
+Loading costs about the read: the model is built with its parameters on the meta device (created there, so no
+memory and no random initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped);
+only what the checkpoint lacks is allocated and initialised.
 
 A missing folder is downloaded first (``flagai_hf.download``: Hugging Face Hub, BAAI ModelHub, S3 mirrors; once per
 machine, resumed, verified); a folder the downloader left unfinished is never loaded.
 """
 
+import copy
 import json
 import pickle
+import re
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,12 +43,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from transformers import PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.utils import logging
 
 from .keymap import KeyMap
-from .shards import INDEX_NAME, read_sharded_safetensors
+from .shards import INDEX_NAME, read_safetensors_shapes, read_sharded_safetensors
 
 logger = logging.get_logger(__name__)
 
@@ -49,6 +61,9 @@ class Family:
     keymap: KeyMap
     model_types: set[str] = field(default_factory=set)  # config.json model_type values of this family
     backbone_modules: tuple[str, ...] = ()  # top-level backbone modules whose weights must be present
+    # ``{module path of a layer stack (our names, no base-model prefix): the config attribute giving its depth}``, e.g.
+    # ``{"layers": "num_hidden_layers"}``: what ``check_config_against_checkpoint`` counts in the checkpoint.
+    layer_stacks: dict[str, str] = field(default_factory=dict)
     # Other checkpoint layouts of the family (e.g. GLM's Megatron shards), tried when the folder has none of the
     # standard weight files: ``reader(folder, config)`` returns the state dict, or ``None`` when it finds none of its
     # files there.
@@ -112,7 +127,11 @@ def load_folder(cls, folder, device="cpu", dtype=None, **kwargs):
         )
 
     config = cls.config_class.from_flagai_dict(config_dict, source=str(folder / "config.json"), **kwargs)
-    state_dict = family.keymap.convert(read_weights(folder, family.weight_readers, config))
+    shapes = read_weight_shapes(folder)  # from the headers; None for a layout only a family reader knows
+    weights = read_weights(folder, family.weight_readers, config) if shapes is None else None
+    check_config_against_checkpoint(cls, config, family.keymap.convert(shapes if shapes is not None else weights),
+                                    family, folder)
+    state_dict = family.keymap.convert(weights if weights is not None else read_weights(folder))
     if dtype is None or dtype == "auto":
         dtype = checkpoint_dtype(state_dict)
     _untie_if_checkpoint_differs(cls, config, state_dict)
@@ -154,11 +173,27 @@ def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) 
     )
 
 
-def read_pickled_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weight_shapes(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The folder's tensors as meta tensors (names, shapes, dtypes; no values read): the safetensors headers (single
+    or sharded, the index followed as by ``read_weights``), or a zip-format pickle memory-mapped. ``None`` for a
+    legacy (non-zip) pickle and the layouts only a family reader knows: their tensors must be read to be seen."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return read_safetensors_shapes(single)
+    if (folder / INDEX_NAME).is_file():
+        return read_sharded_safetensors(folder, shapes_only=True)
+    pickled = folder / "pytorch_model.bin"
+    if pickled.is_file() and zipfile.is_zipfile(pickled):
+        return {name: tensor.to("meta") for name, tensor in read_pickled_weights(pickled, mmap=True).items()}
+    return None
+
+
+def read_pickled_weights(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
     """A pickled state dict, read with ``torch.load(weights_only=True)`` (no code runs) and unwrapped from FlagAI's
-    Trainer format ``{"module": state_dict, ...}``. Not memory-mapped: the model must not depend on a file that a
-    later ``torch.save`` to the same path would truncate."""
-    payload = torch_load_weights(path, accepted="a dict of tensors, possibly wrapped as {'module': ...}")
+    Trainer format ``{"module": state_dict, ...}``. Memory-mapped only with ``mmap`` (to inspect shapes): a loaded
+    model must not depend on a file that a later ``torch.save`` to the same path would truncate."""
+    payload = torch_load_weights(path, accepted="a dict of tensors, possibly wrapped as {'module': ...}",
+                                 **({"mmap": True} if mmap else {}))
     if not isinstance(payload, dict):
         raise ValueError(f"{path} holds a {type(payload).__name__}; expected a state dict (name -> tensor)")
     for wrapper in ("module", "state_dict", "model"):  # FlagAI's Trainer saves {"module": state_dict, ...}
@@ -192,9 +227,11 @@ def torch_load_weights(path: Path, accepted: str, **options):
 
 @contextmanager
 def _parameters_on_meta():
-    """Within: parameters registered by any ``nn.Module`` are moved to the meta device (shape and dtype only, so no
-    memory and no cost for their random initialisation); buffers stay real, so non-persistent ones (position ids,
-    rotary tables) get their proper values from the constructor."""
+    """Within: parameters are created on the meta device (shape and dtype only, so no memory and no cost for their
+    random initialisation): ``torch.empty`` without a device, which torch's layers (``nn.Linear``, ``nn.Embedding``,
+    ``nn.LayerNorm``) create their parameters with, makes meta tensors, and any other parameter an ``nn.Module``
+    registers is moved there. Buffers stay real (they are not made with ``torch.empty``), so non-persistent ones
+    (position ids, rotary tables) get their proper values from the constructor."""
     register_parameter = nn.Module.register_parameter
 
     def register_on_meta(module, name, param):
@@ -204,9 +241,137 @@ def _parameters_on_meta():
 
     nn.Module.register_parameter = register_on_meta
     try:
-        yield
+        with _EmptyOnMeta():
+            yield
     finally:
         nn.Module.register_parameter = register_parameter
+
+
+class _EmptyOnMeta(TorchFunctionMode):
+    """``torch.empty`` calls that name no device make meta tensors (see ``_parameters_on_meta``)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs = {**kwargs, "device": "meta"}
+        return func(*args, **kwargs)
+
+
+def check_config_against_checkpoint(cls, config, checkpoint: dict[str, torch.Tensor], family: Family, folder,
+                                    ignore_mismatched_sizes: bool = False) -> None:
+    """Refuse ``config`` for ``cls`` before any model is built when it cannot fit ``checkpoint`` (our tensor names,
+    usually meta tensors read from the headers), naming the config key and the checkpoint tensors:
+
+    - each layer stack of the family (``Family.layer_stacks``) must have as many layers as the checkpoint holds (more
+      would be random layers, fewer a partial model); a stack the class lacks, or configured with 0 layers (an
+      embeddings-only model), is left to ``_load_into``, which drops its tensors with a warning;
+    - every checkpoint tensor with a place in the model must have the shape the config gives it. With
+      ``ignore_mismatched_sizes`` (transformers' opt-in, e.g. for a changed label count) head tensors may differ
+      (they are initialised anew); backbone tensors may not.
+
+    The shapes the config gives are read from a probe: ``cls`` built on the meta device with at most 2 layers per
+    stack (layer ``i >= 1`` has the shapes of layer 1), so the check costs milliseconds whatever the config asks."""
+    prefix = cls.base_model_prefix
+    probe_config = copy.deepcopy(config)
+    stacks = {}
+    for stack, key in family.layer_stacks.items():
+        stacks[stack] = (key, getattr(config, key), re.compile(rf"^{re.escape(stack)}\.(\d+)\.(.*)$"))
+        setattr(probe_config, key, min(getattr(config, key), 2))
+    with hf_init.no_init_weights(), torch.device("meta"):
+        probe = {name: tensor.shape for name, tensor in cls(probe_config).state_dict().items()}
+
+    def probe_key(name: str) -> str | None:  # the probe's name for checkpoint tensor ``name``, if it has a place
+        for stack, (_, depth, pattern) in stacks.items():
+            match = pattern.match(name)
+            if match:
+                index = int(match.group(1))
+                if index >= depth:
+                    return None
+                name = f"{stack}.{min(index, 1)}.{match.group(2)}"
+                break
+        return f"{prefix}.{name}" if f"{prefix}.{name}" in probe else name if name in probe else None
+
+    for stack, (key, depth, pattern) in stacks.items():
+        if depth == 0 or not any(name.startswith((f"{prefix}.{stack}.", f"{stack}.")) for name in probe):
+            continue  # zero layers, or a stack the class lacks: its tensors are dropped with a warning
+        held = sorted({int(match.group(1)) for match in map(pattern.match, checkpoint) if match})
+        if depth > len(held) or held != list(range(depth)):
+            holds = f"{len(held)} ({stack}.{held[0]} .. {stack}.{held[-1]})" if held else f"no {stack}"
+            if held and held[-1] >= depth:  # fewer layers than the checkpoint: a partial model
+                extra = sorted(name for name in checkpoint if (match := pattern.match(name)) and
+                               int(match.group(1)) >= depth)
+                listed = ", ".join(extra[:8]) + (f", and {len(extra) - 8} more" if len(extra) > 8 else "")
+                raise ValueError(f"Checkpoint tensors in {folder} have no place in {cls.__name__} as configured: "
+                                 f"config {key}={depth}, the checkpoint holds {holds} (a partial model would load; "
+                                 f"refused before building it): {listed}")
+            first = next(index for index in range(depth) if index not in set(held))
+            raise ValueError(f"Checkpoint in {folder} lacks backbone weights of {cls.__name__}: config {key}={depth} "
+                             f"asks for more layers than the checkpoint holds ({holds}), so {stack}.{first} and on "
+                             f"would be random; set {key}={len(held)} (refused before building the model)")
+
+    backbone = tuple(start for module in family.backbone_modules for start in (f"{prefix}.{module}.", f"{module}."))
+    mismatched = []
+    for name, tensor in checkpoint.items():
+        key = probe_key(name)
+        if key is None or probe[key] == tensor.shape:
+            continue
+        if ignore_mismatched_sizes and not key.startswith(backbone):
+            continue
+        wanted = tuple(probe[key])
+        mismatched.append(f"{name}: checkpoint {tuple(tensor.shape)} vs model {wanted}"
+                          f"{_config_keys_giving(config, wanted, tuple(tensor.shape))}")
+    if mismatched:
+        shown = "; ".join(mismatched[:6]) + (f"; and {len(mismatched) - 6} more" if len(mismatched) > 6 else "")
+        raise ValueError(f"Checkpoint tensors in {folder} do not fit {cls.__name__}: {shown} (refused before "
+                         "building the model: check these config keys against the checkpoint)")
+
+
+def _config_keys_giving(config, wanted: tuple, held: tuple) -> str:
+    """`` (config key=value, ...)`` for the config's integer sizes equal to a dimension in which ``wanted`` (from the
+    config) differs from ``held`` (the checkpoint); empty when the dimension is derived (e.g. 3 * hidden)."""
+    sizes = {dim for index, dim in enumerate(wanted) if index >= len(held) or held[index] != dim}
+    keys = [f"{key}={value}" for key, value in config.to_dict().items()
+            if isinstance(value, int) and not isinstance(value, bool) and value in sizes]
+    return f" (config {', '.join(keys)})" if keys else ""
+
+
+def check_folder_before_build(cls, folder, kwargs: dict) -> None:
+    """``from_pretrained(folder, **kwargs)`` on a local folder of our own layout (transformers' loader builds the
+    model): the config it will build, with the kwargs that override it, compared with the folder's weight headers by
+    ``check_config_against_checkpoint`` before anything is built. Folders or options it cannot judge the same way
+    transformers will (a ``subfolder``, ``variant``, ``gguf_file`` or ``state_dict``, a config given as a path, no
+    standard weight file, tensor names no key map knows) are left to transformers."""
+    folder = Path(folder)
+    if any(kwargs.get(name) is not None for name in ("subfolder", "variant", "gguf_file", "state_dict")):
+        return
+    family = FAMILIES.get(cls.config_class.model_type)
+    shapes = read_weight_shapes(folder) if family is not None else None
+    if shapes is None:
+        return
+    config = kwargs.get("config")
+    if config is None:
+        overrides = {name: value for name, value in kwargs.items() if name not in _LOADER_KWARGS}
+        config, _ = cls.config_class.from_pretrained(folder, return_unused_kwargs=True, **overrides)
+    elif not isinstance(config, cls.config_class):
+        return
+    try:
+        checkpoint = family.keymap.convert(shapes)
+    except ValueError:
+        return  # names no rule knows: transformers reports them as unexpected keys
+    check_config_against_checkpoint(cls, config, checkpoint, family, folder,
+                                    ignore_mismatched_sizes=bool(kwargs.get("ignore_mismatched_sizes")))
+
+
+# Keyword arguments of transformers' ``PreTrainedModel.from_pretrained`` that are not config overrides.
+_LOADER_KWARGS = {
+    "config", "cache_dir", "ignore_mismatched_sizes", "force_download", "local_files_only", "token", "revision",
+    "use_safetensors", "weights_only", "fusion_config", "disable_mmap", "_commit_hash", "_from_auto",
+    "_from_pipeline", "adapter_kwargs", "adapter_name", "allow_all_kernels", "attn_implementation", "device_map",
+    "device_mesh", "distributed_config", "dtype", "generation_config", "gguf_file", "kernel_config", "key_mapping",
+    "max_memory", "offload_buffers", "offload_folder", "output_loading_info", "proxies", "quantization_config",
+    "state_dict", "subfolder", "torch_dtype", "tp_plan", "tp_size", "tqdm_class", "trust_remote_code",
+    "use_kernels", "variant",
+}
 
 
 def _untie_if_checkpoint_differs(cls, config, state_dict) -> None:
@@ -262,7 +427,8 @@ def _load_into(model, state_dict, family: Family, folder: Path, dtype: torch.dty
             param._is_hf_initialized = True  # transformers' init functions leave flagged tensors alone
     _initialise_missing(model, missing)
     model.tie_weights(recompute_mapping=False)
-    still_empty = [name for name, param in model.named_parameters() if param.device.type == "meta"]
+    still_empty = [name for name, tensor in (*model.named_parameters(), *model.named_buffers())
+                   if tensor.device.type == "meta"]
     if still_empty:
         raise RuntimeError(f"{type(model).__name__}: no value for {', '.join(still_empty)} (not in {folder}, "
                            "not initialised, not tied)")

@@ -2,7 +2,8 @@
 ``model.safetensors.index.json`` whose ``weight_map`` says which file holds each tensor.
 
 - ``read_sharded_safetensors(folder)``: the folder's tensors, memory-mapped (nothing is read until a tensor is used),
-  following ``weight_map`` exactly. The index is untrusted input: an entry that points outside the folder (``../x``,
+  following ``weight_map`` exactly; with ``shapes_only=True`` meta tensors read from the shards' headers (names,
+  shapes, dtypes; no values), as ``read_safetensors_shapes`` gives them for one file. The index is untrusted input: an entry that points outside the folder (``../x``,
   an absolute path, a symlink out), a tensor the index maps to a shard that lacks it, or a tensor found in a shard
   the index does not name for it is an error naming the entry.
 - ``write_sharded_safetensors(folder, tensors, produce)``: write a folder shard by shard from a plan (a state dict
@@ -22,6 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import _TYPES as SAFETENSORS_DTYPES
 
 INDEX_NAME = "model.safetensors.index.json"
+# safetensors' dtype names (its header's "dtype" field) -> torch dtypes
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+                      "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def path_inside(folder: Path, name, what: str) -> Path:
@@ -64,8 +69,23 @@ def read_index(index: Path) -> dict[str, str]:
     return weight_map
 
 
-def read_sharded_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a sharded safetensors folder, memory-mapped, each from the shard the index names for it."""
+def header_tensor(handle, name: str) -> torch.Tensor:
+    """Tensor ``name`` of an open safetensors file as a meta tensor: its shape and dtype from the header, no values
+    read."""
+    sliced = handle.get_slice(name)
+    return torch.empty(sliced.get_shape(), dtype=SAFETENSORS_DTYPES.get(sliced.get_dtype(), torch.uint8),
+                       device="meta")
+
+
+def read_safetensors_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors file as meta tensors (shapes and dtypes from its header; nothing else read)."""
+    with safe_open(path, framework="pt") as handle:
+        return {name: header_tensor(handle, name) for name in handle.keys()}
+
+
+def read_sharded_safetensors(folder: Path, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded safetensors folder, memory-mapped, each from the shard the index names for it; with
+    ``shapes_only``, as meta tensors read from the shards' headers."""
     index = folder / INDEX_NAME
     weight_map = read_index(index)
     by_shard: dict[str, list[str]] = {}
@@ -86,7 +106,7 @@ def read_sharded_safetensors(folder: Path) -> dict[str, torch.Tensor]:
                 mapped = ", ".join(f"{name} (mapped to {weight_map.get(name, 'no shard')})" for name in elsewhere)
                 raise ValueError(f"{path} holds tensors that {index} does not map to it: {mapped}")
             for name in names:
-                tensors[name] = handle.get_tensor(name)
+                tensors[name] = header_tensor(handle, name) if shapes_only else handle.get_tensor(name)
     return tensors
 
 

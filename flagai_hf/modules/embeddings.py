@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .checks import check_input_ids
+
 
 class TransformerEmbeddings(nn.Module):
     """``dropout(norm(word[ids] + position[pos] (+ token_type[types])))``.
@@ -37,10 +39,10 @@ class TransformerEmbeddings(nn.Module):
     ) -> torch.Tensor:  # (B, T, h)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        batch, length = check_input_ids(input_ids, inputs_embeds)
         if inputs_embeds is None:
             check_ids_in_range(input_ids, self.word_embeddings.num_embeddings, "input_ids", "vocab_size")
             inputs_embeds = self.word_embeddings(input_ids)
-        batch, length = inputs_embeds.shape[:2]
 
         max_positions = self.position_embeddings.num_embeddings
         if position_ids is None:

@@ -19,6 +19,7 @@ from .tokenization_flagai_bert import FlagAIBertTokenizer
 register_family(
     FlagAIBertConfig.model_type,
     Family(keymap=BERT_KEYMAP, model_types={"flagai_bert", "bert"}, backbone_modules=("embeddings", "layers"),
+           layer_stacks={"layers": "num_hidden_layers"},
            to_flagai=BERT_FLAGAI_LAYOUT, tokenizers={"vocab.txt": FlagAIBertTokenizer}),
 )
 

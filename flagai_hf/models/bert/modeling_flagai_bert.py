@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput
 
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
-from ...modules.checks import known_all_true
+from ...modules.checks import GenerationChecks, check_input_ids, check_mask_shape, known_all_true
 from ...modules.blocks import PostNormBlock
 from ...modules.crf import CRF
 from ...modules.embeddings import TransformerEmbeddings
@@ -125,6 +125,11 @@ class BertModel(BertPreTrainedModel):
         past_length = cache.get_seq_length() if cache is not None else 0
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
         attention_mask = _padding_mask(input_ids, attention_mask, self.config.pad_token_id)
+        if attention_mask is not None:
+            batch, length = hidden_states.shape[:2]
+            keys = past_length + length
+            check_mask_shape(attention_mask, {2: (batch, keys), 3: ((1, batch), length, keys),
+                                              4: ((1, batch), (1, self.config.num_attention_heads), length, keys)})
         bias = attention_bias(attention_mask, hidden_states.dtype)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -318,7 +323,7 @@ def unilm_attention_mask(token_type_ids: torch.Tensor, past_length: int) -> torc
     return (source_to_source | target_causal)[:, None]  # (B, 1, T, T)
 
 
-class BertForSeq2seq(BertPreTrainedModel, GenerationMixin):
+class BertForSeq2seq(BertPreTrainedModel, GenerationChecks, GenerationMixin):
     """UniLM: BERT with the LM head and the seq2seq mask from ``token_type_ids`` (0 = source, 1 = target).
 
     ``labels`` follow the causal-LM convention (usually ``labels = input_ids``): logits at position i are scored
@@ -345,13 +350,17 @@ class BertForSeq2seq(BertPreTrainedModel, GenerationMixin):
                 inputs_embeds=None, labels=None, cache=None, use_cache=None, output_hidden_states=None,
                 **kwargs) -> CausalLMOutputWithPast:
         token_type_ids = self.flagai_kwargs(kwargs, token_type_ids)
+        check_input_ids(input_ids, inputs_embeds)
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(reference, dtype=torch.long)
         past_length = cache.get_seq_length() if cache is not None else 0
-        attention_mask = _padding_mask(input_ids, attention_mask, self.config.pad_token_id)
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError("BertForSeq2seq builds its own seq2seq mask; attention_mask must be a 2-D padding mask")
+        if attention_mask is not None:
+            check_mask_shape(attention_mask, {2: (reference.shape[0], past_length + reference.shape[1])})
+        elif past_length == 0:  # FlagAI's rule (pad ids are padding), for a whole sequence: a cache's keys are not ids
+            attention_mask = _padding_mask(input_ids, attention_mask, self.config.pad_token_id)
 
         mask = unilm_attention_mask(token_type_ids, past_length)  # (B, 1, T, past + T)
         if attention_mask is not None:

@@ -18,6 +18,7 @@ register_family(
     GLMConfig.model_type,
     Family(keymap=GLM_KEYMAP, model_types={"flagai_glm", "glm"},
            backbone_modules=("embeddings", "layers", "final_layernorm"),
+           layer_stacks={"layers": "num_hidden_layers"},
            weight_readers=(read_megatron_folder,),  # THUDM Megatron shards mp_rank_XX_model_states.pt
            to_flagai=GLM_FLAGAI_LAYOUT,
            tokenizers={"cog-pretrain.model": GLMChineseTokenizer, "vocab.txt": GLMEnglishTokenizer}),

@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
 from ...modules.blocks import PreNormBlock
+from ...modules.checks import GenerationChecks, check_input_ids, check_values
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin, folder_file
 from ...modules.heads import Pooler
@@ -96,10 +97,16 @@ def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: i
     """
     keys = memory_length + length
     if attention_mask is None or isinstance(attention_mask, int) or attention_mask.dim() <= 1:
+        if isinstance(attention_mask, int) and not 0 <= attention_mask <= length:
+            raise ValueError(f"A GLM attention_mask given as an integer sep must be in 0..{length} (the input "
+                             f"length); got {attention_mask}")
         sep = torch.as_tensor(0 if attention_mask is None else attention_mask, device=device).reshape(-1)
         if sep.numel() not in (1, batch):
             raise ValueError(f"A 1-D GLM attention_mask holds one sep per sample: expected {batch} values, got "
                              f"{sep.numel()}")
+        if isinstance(attention_mask, torch.Tensor):
+            check_values(((sep >= 0) & (sep <= length)).all(),
+                         f"A GLM attention_mask given as sep (int or [batch]) must be in 0..{length} (the input length)")
         query = torch.arange(length, device=device)[:, None]
         key = torch.arange(length, device=device)[None, :]
         new_keys = (key <= query) | (key < sep.expand(batch)[:, None, None])  # (B, T, T)
@@ -111,8 +118,9 @@ def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: i
                              f"{(batch, keys)}; got {tuple(attention_mask.shape)}")
         return attention_mask.bool()[:, None, None, :].expand(batch, 1, length, keys)
     if attention_mask.dim() == 4:
-        if attention_mask.shape[-2] != length or attention_mask.shape[-1] < keys:
-            raise ValueError(f"A 4-D GLM attention_mask must be (batch, 1, {length}, >= {keys}); got "
+        if attention_mask.shape[0] not in (1, batch) or attention_mask.shape[-2] != length \
+                or attention_mask.shape[-1] < keys:
+            raise ValueError(f"A 4-D GLM attention_mask must be ({batch}, 1, {length}, >= {keys}); got "
                              f"{tuple(attention_mask.shape)}")
         return attention_mask[..., -keys:].bool()
     raise ValueError("GLM attention_mask must be a sep (int or [batch]), a 2-D padding mask or a 4-D mask; got "
@@ -220,7 +228,7 @@ class GLMModel(GLMPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if mems is not None and cache is not None:
             raise ValueError("Pass mems (FlagAI memories) or cache (a transformers Cache), not both")
-        batch, length = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        batch, length = check_input_ids(input_ids, inputs_embeds)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if mems is not None and len(mems) > 0:
             if mems[0].shape[0] != batch:
@@ -274,7 +282,7 @@ class GLMModel(GLMPreTrainedModel):
         return new
 
 
-class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
+class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, GenerationMixin):
     """GLM with the language-model loss and ``generate()`` (blank filling, or causal "format A").
 
     Losses: the Hub form, ``labels`` (B, T) already next-token aligned (no shift; -100 ignored); or FlagAI's form,
@@ -312,6 +320,16 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             loss = (losses * weights).sum() / weights.sum()
         output.loss = loss
         return output
+
+    def generation_position_limit(self, model_kwargs: dict) -> int:
+        """The most positions ``generate()`` can feed: the given ``position_ids`` / ``generation_attention_mask``
+        (blank filling: ``build_inputs_for_generation`` sized them), else the position table (causal generation counts
+        positions 0, 1, ...)."""
+        given = [model_kwargs[key].shape[-1] for key in ("position_ids", "generation_attention_mask")
+                 if isinstance(model_kwargs.get(key), torch.Tensor) and model_kwargs[key].dim() >= 3]
+        if given:
+            return min(given)
+        return self.config.max_position_embeddings + (1 if self.config.block_position_encoding else 0)
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, attention_mask=None,
                                       inputs_embeds=None, is_first_iteration=False, position_ids=None,

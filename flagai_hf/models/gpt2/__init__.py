@@ -11,6 +11,7 @@ register_family(
     FlagAIGPT2Config.model_type,
     Family(keymap=GPT2_KEYMAP, model_types={"flagai_gpt2", "gpt2"},
            backbone_modules=("embeddings", "layers", "final_layernorm"), to_flagai=GPT2_FLAGAI_LAYOUT,
+           layer_stacks={"layers": "n_layer"},
            # English GPT-2: byte-level BPE; GPT2-base-ch: the BERT WordPiece vocab.txt
            tokenizers={"vocab.json": FlagAIGPT2Tokenizer, "vocab.txt": FlagAIBertTokenizer}),
 )

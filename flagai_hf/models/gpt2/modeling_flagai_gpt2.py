@@ -30,7 +30,7 @@ from transformers.utils import ModelOutput
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, cached_key_length, padding_mask_for_generate
 from ...modules.blocks import PreNormBlock
-from ...modules.checks import known_all_true
+from ...modules.checks import GenerationChecks, known_all_true
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.linear import Linear
@@ -61,10 +61,7 @@ def causal_attention_bias(
 ) -> torch.Tensor:  # (B, 1, T, key_length)
     """The additive causal + padding mask: query ``i`` (at position ``past + i``) sees keys ``j <= past + i`` that are
     not padding (so never a static cache's unwritten slots); masked entries hold the dtype's minimum."""
-    keys = past_length + length
-    if padding_mask is not None and padding_mask.shape != (batch, keys):
-        raise ValueError(f"attention_mask must be (batch, cached + new tokens) = ({batch}, {keys}); "
-                         f"got {tuple(padding_mask.shape)}")
+    keys = past_length + length  # padding_mask is (B, keys): GPT2Model._padding_mask checked it
     query_position = torch.arange(past_length, keys, device=device)[:, None]
     key_position = torch.arange(key_length, device=device)[None, :]
     keep = (key_position <= query_position)[None, None]  # (1, 1, T, key_length)
@@ -95,7 +92,7 @@ class GPT2PreTrainedModel(FlagAIModelMixin, PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
 
 
-class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
+class GPT2Model(GPT2PreTrainedModel, GenerationChecks, GenerationMixin):
     """GPT-2: embeddings, pre-LN causal blocks, final LayerNorm and the tied output projection (see the module
     docstring)."""
 
@@ -176,7 +173,7 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
                                         past_length=past_length)
         batch, length = hidden_states.shape[:2]
         key_length = cached_key_length(cache, length)
-        attention_mask = self._padding_mask(input_ids, attention_mask, past_length)
+        attention_mask = self._padding_mask(input_ids, attention_mask, past_length, batch, length)
         bias = None
         # sdpa applies the causal pattern itself when it gets no mask (is_causal) and the queries start at key 0;
         # a single new token may see every cached key (unless a static cache has unwritten slots).
@@ -205,7 +202,7 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
             cache=cache,
         )
 
-    def _padding_mask(self, input_ids, attention_mask, past_length):
+    def _padding_mask(self, input_ids, attention_mask, past_length, batch, length):
         """The caller's mask; without one, ``input_ids != pad_token_id`` when the config has a pad id that occurs
         (FlagAI's rule, with its pad id 0 made explicit) and nothing is cached; all-ones masks are dropped."""
         if attention_mask is None and input_ids is not None and past_length == 0 \
@@ -216,6 +213,9 @@ class GPT2Model(GPT2PreTrainedModel, GenerationMixin):
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError(f"GPT2 builds its own causal mask; attention_mask must be a 2-D padding mask "
                              f"(batch, cached + new tokens), got shape {tuple(attention_mask.shape)}")
+        if attention_mask is not None and attention_mask.shape != (batch, past_length + length):
+            raise ValueError(f"attention_mask must be (batch, cached + new tokens) = ({batch}, {past_length + length}); "
+                             f"got {tuple(attention_mask.shape)}")
         if attention_mask is not None and known_all_true(attention_mask.bool()):
             return None
         return attention_mask

@@ -14,6 +14,7 @@ from .tokenization_flagai_t5 import T5ChineseTokenizer, T5SentencePieceTokenizer
 register_family(
     FlagAIT5Config.model_type,
     Family(keymap=T5_KEYMAP, model_types={"flagai_t5", "t5", "mt5"}, backbone_modules=("shared", "encoder", "decoder"),
+           layer_stacks={"encoder.layers": "num_layers", "decoder.layers": "num_decoder_layers"},
            to_flagai=T5_FLAGAI_LAYOUT,
            tokenizers={"spiece.model": T5SentencePieceTokenizer, "vocab.txt": T5ChineseTokenizer}),
 )

@@ -36,6 +36,7 @@ from ...modules.activations import get_activation
 from ...modules.attention import (attention_bias, cached_key_length, eager_attention_forward, padding_mask_for_generate,
                                   split_heads)
 from ...modules.blocks import PreNormBlock
+from ...modules.checks import GenerationChecks, check_input_ids
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin
 from ...modules.linear import Linear
@@ -307,9 +308,10 @@ class T5Stack(nn.Module):
         keys = cached_key_length(self_cache, length)  # past + T, or a static cache's whole length
         keep = None
         if attention_mask is not None:
-            if attention_mask.dim() != 2 or attention_mask.shape[1] != past + length:
+            if attention_mask.dim() != 2 or attention_mask.shape != (batch, past + length):
                 raise ValueError(
-                    f"attention_mask must be (batch, {past + length}) for {past} cached and {length} new positions; "
+                    f"attention_mask must be (batch, {past + length}) = ({batch}, {past + length}) for {past} cached and "
+                    f"{length} new positions; "
                     f"got shape {tuple(attention_mask.shape)}"
                 )
             padding = nn.functional.pad(attention_mask.bool(), (0, keys - past - length))  # unwritten slots: False
@@ -382,6 +384,7 @@ class T5PreTrainedModel(FlagAIModelMixin, PreTrainedModel):
         """Look ``input_ids`` up in the shared table (checking the vocabulary range), or pass ``inputs_embeds``."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(f"Pass exactly one of {name} or the matching inputs_embeds")
+        check_input_ids(input_ids, inputs_embeds, name)
         if inputs_embeds is not None:
             return inputs_embeds
         check_ids_in_range(input_ids, self.shared.num_embeddings, name, "vocab_size")
@@ -431,7 +434,7 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int | None, pad_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-class T5Model(T5PreTrainedModel, GenerationMixin):
+class T5Model(T5PreTrainedModel, GenerationChecks, GenerationMixin):
     """T5 encoder-decoder with the LM head (FlagAI's ``T5Model``; transformers' ``T5ForConditionalGeneration``).
 
     ``labels`` (B, L) give the mean cross-entropy over positions whose label is not -100; without

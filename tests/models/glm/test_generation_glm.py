@@ -103,10 +103,16 @@ def test_sampling_is_reproducible_and_cache_independent(model):
     assert torch.equal(cached, recomputed)
 
 
-def test_generation_past_the_prepared_length_is_a_clear_error(model):
+def test_generation_past_the_prepared_length_stops_there_with_a_warning(model, caplog):
     inputs = blank_filling_inputs([[7, 8, MASK]], max_gen_length=3)
-    with pytest.raises(ValueError, match="raise max_gen_length"):
-        model.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_propagation()
+    try:
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+    finally:
+        hf_logging.disable_propagation()
+    assert out.shape[1] == 4 + 3  # context + [sop], then the 3 tokens the positions were built for
+    assert "stops at the position table (6 positions)" in caplog.text
 
 
 def test_format_a_causal_generation(model):

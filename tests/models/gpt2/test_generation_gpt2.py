@@ -108,11 +108,17 @@ def test_left_padded_batch_rows_equal_the_rows_alone(pair):
             assert torch.equal(batch[index, -10:], alone[0, -10:]), index
 
 
-def test_generation_beyond_the_position_table_is_an_error(pair):
+def test_generation_beyond_the_position_table_stops_there_with_a_warning(pair, caplog):
     _, ours = pair
-    with pytest.raises(ValueError, match=r"position_ids contains 64, outside \[0, 64\)"):
-        ours.generate(torch.tensor([ROWS[0]]), max_new_tokens=60, min_new_tokens=60, do_sample=False,
-                      pad_token_id=0)
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_propagation()
+    try:
+        out = ours.generate(torch.tensor([ROWS[0]]), max_new_tokens=60, min_new_tokens=60, do_sample=False,
+                            pad_token_id=0)
+    finally:
+        hf_logging.disable_propagation()
+    assert out.shape[1] == 65  # 64 positions fed, the last token predicted from position 63
+    assert "GPT2Model.generate stops at the position table (64 positions): 65 tokens returned" in caplog.text
 
 
 def test_text_generation_pipeline_with_the_real_tokenizer():
