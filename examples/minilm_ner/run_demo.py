@@ -2,7 +2,7 @@
 """flagai_hf end to end on real weights: all-MiniLM-L6-v2 fine-tuned for English NER (WNUT-16), against the same
 model trained from scratch, then used by plain transformers without flagai_hf.
 
-    python examples/minilm_ner/run_demo.py                       # about 5 minutes on 2 CPU cores
+    python examples/minilm_ner/run_demo.py                       # about 3.5 minutes on 2 CPU cores
     python examples/minilm_ner/run_demo.py --max_steps 20 --output_dir /tmp/demo    # a quick look
 
 Steps:
