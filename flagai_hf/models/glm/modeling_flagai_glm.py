@@ -251,12 +251,14 @@ def seq2seq_blank_filling(input_ids: torch.Tensor, attention_mask: torch.Tensor,
     the same sources right-padded (GLM spec §8), built from either pad side with shapes that depend only on the input
     shapes (no host sync, one ``torch.compile`` graph).
 
-    Columns are the ``s`` source columns as given, one slot holding ``[gMASK]`` for a row whose real tokens hold no
-    mask token (``config.mask_token_ids``: ``[MASK], [sMASK], [gMASK]``; a hidden pad otherwise), then ``L =
-    span_length`` span columns. Real source tokens take positions ``0..n-1`` (padding is skipped), the appended
-    ``[gMASK]`` position ``n``; every span column sits at the position of the row's first mask token with block
-    positions ``1, 2, ..`` counted from ``span_start`` (B,) (0 by default; later for left-padded targets). Every query
-    sees the real context; span column ``j`` also sees span columns ``span_start..j``.
+    A source is taken as the GLM tokenizer writes it, ``[CLS] text <end>``. One without a mask token
+    (``config.mask_token_ids``: ``[MASK], [sMASK], [gMASK]``) gets ``[gMASK]`` before its last real token — the
+    layout of ``tokenizer(text + "[gMASK]")``, of `GLMSeq2SeqCollator` and of the text2text pipeline. Columns are the
+    ``s`` source columns as given, one slot holding that ``[gMASK]`` (a hidden pad where the source has a mask), then
+    ``L = span_length`` span columns. Real tokens take positions ``0..`` in order (padding skipped); every span column
+    sits at the position of the row's first mask token, with block positions ``1, 2, ..`` counted from ``span_start``
+    (B,) (0 by default; later for left-padded targets). Every query sees the real context; span column ``j`` also sees
+    span columns ``span_start..j``.
 
     Returns the context ids (B, s + 1), ``position_ids`` (B, 2, s + 1 + L) and the boolean keep-mask
     (B, 1, s + 1 + L, s + 1 + L).
@@ -265,21 +267,22 @@ def seq2seq_blank_filling(input_ids: torch.Tensor, attention_mask: torch.Tensor,
     device = input_ids.device
     real = attention_mask.bool()  # (B, s)
     is_mask = torch.isin(input_ids, torch.tensor(config.mask_token_ids, device=device)) & real
-    has_mask = is_mask.any(-1)  # (B,)
-    counted = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, s) position of each real token
-    real_count = real.long().sum(-1)  # (B,) = the appended [gMASK]'s position
-    first_mask = counted.gather(1, is_mask.long().argmax(-1, keepdim=True))[:, 0]  # argmax: the first mask token
-    mask_position = torch.where(has_mask, first_mask, real_count)  # (B,)
+    appended = ~is_mask.any(-1)  # (B,) rows that get [gMASK]
+    counted = real.long().cumsum(-1) - 1  # (B, s) index of each real token among the real ones
+    last = (real.long().sum(-1) - 1).clamp(min=0)  # (B,) that of the last real token: the appended [gMASK]'s position
+    positions = (counted + ((counted == last[:, None]) & appended[:, None]).long()).clamp(min=0)  # the end moves on
+    first_mask = positions.gather(1, is_mask.long().argmax(-1, keepdim=True))[:, 0]  # argmax: the first mask token
+    mask_position = torch.where(appended, last, first_mask)  # (B,)
 
     pad = config.pad_token_id if config.pad_token_id is not None else 0
-    slot = torch.where(has_mask, pad, config.mask_token_ids[-1])[:, None]  # (B, 1): [gMASK] where none is written
+    slot = torch.where(appended, config.mask_token_ids[-1], pad)[:, None]  # (B, 1)
     context_ids = torch.cat([input_ids, slot], dim=1)  # (B, s + 1)
-    context_keys = torch.cat([real, ~has_mask[:, None]], dim=1)  # (B, s + 1)
+    context_keys = torch.cat([real, appended[:, None]], dim=1)  # (B, s + 1)
 
     columns = torch.arange(span_length, device=device)[None]  # (1, L)
     start = torch.zeros(batch, 1, dtype=torch.long, device=device) if span_start is None else span_start[:, None]
     in_span = columns >= start  # (B, L)
-    positions = torch.cat([counted, real_count[:, None], mask_position[:, None].expand(batch, span_length)], dim=1)
+    positions = torch.cat([positions, last[:, None], mask_position[:, None].expand(batch, span_length)], dim=1)
     blocks = torch.cat([torch.zeros(batch, length + 1, dtype=torch.long, device=device),
                         (columns - start + 1).clamp(min=1)], dim=1)
     position_ids = torch.stack([positions, blocks], dim=1)  # (B, 2, s + 1 + L)
@@ -300,7 +303,7 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
     (B, s) is the source only, ``attention_mask`` its 2-D (B, s) padding mask (either pad side), and ``labels``
     (B, L) the target ids, padded with -100 on either side (``tokenizer(text_target=...)`` of a GLM tokenizer gives
     ``target + <|endofpiece|>``). The model lays the batch out for blank filling itself (`seq2seq_blank_filling`):
-    ``[gMASK]`` appended to a source without ``[MASK]`` / ``[sMASK]`` / ``[gMASK]``, 2-D positions, the span
+    ``[gMASK]`` before the end token of a source without ``[MASK]`` / ``[sMASK]`` / ``[gMASK]``, 2-D positions, the span
     ``[sop] + labels[:-1]`` at the first mask's position, causal within itself and seeing the whole source. The loss
     equals the tokenizer's ``build_inputs_for_generation(source, targets=...)`` layout; ``logits`` are the span's
     (B, L, vocab), aligned with ``labels`` (hidden states cover the built layout).
