@@ -228,11 +228,14 @@ class GLMModel(GLMPreTrainedModel):
     @staticmethod
     def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """FlagAI's GLMModel loss: mean cross-entropy of ``logits[:, i]`` against ``labels[:, i]`` over every position
-        (labels are already next-token aligned; only -100, torch's default ``ignore_index``, is skipped)."""
+        (labels are already next-token aligned; only -100, torch's default ``ignore_index``, is skipped), in float32
+        or wider."""
         if labels.shape != logits.shape[:2]:
             raise ValueError(f"labels have shape {tuple(labels.shape)}, expected (batch, length) = "
                              f"{tuple(logits.shape[:2])} like input_ids")
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+        logits = logits.reshape(-1, logits.shape[-1])
+        return nn.functional.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)),
+                                           labels.reshape(-1))
 
     def _update_mems(self, layer_inputs, mems, return_memory):
         """New memories: old ones + this segment's layer inputs (detached), the last ``max_memory_length`` kept."""
