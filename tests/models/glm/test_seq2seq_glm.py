@@ -105,10 +105,12 @@ def test_generate_on_a_plain_source_equals_build_inputs_for_generation(model, to
         ours = model.generate(**batch, **kwargs)
         reference = model.generate(**explicit, **kwargs)
         counted = model.generate(**batch, max_length=6, **{k: v for k, v in kwargs.items() if k != "max_new_tokens"})
+        as_dict = model.generate(**batch, return_dict_in_generate=True, output_scores=True, **kwargs)
     expected = reference[:, explicit["input_ids"].shape[1] - 1:]  # [sop] + the new tokens
     assert torch.equal(ours, expected)
     assert (ours[:, 0] == tokenizer.sop_token_id).all() and ours.shape[1] > 1
     assert torch.equal(counted, ours)  # max_length counts the [sop], as an encoder-decoder's decoder_start
+    assert torch.equal(as_dict.sequences, ours) and len(as_dict.scores) == ours.shape[1] - 1
 
 
 def test_text2text_pipeline_equals_generate_on_the_plain_source(model, tokenizer):
