@@ -24,6 +24,9 @@ Both share `GLMTokenizerMixin`:
   ``generation_attention_mask`` (B, 1, s + G, s + G) for ``GLMForConditionalGeneration.generate(**inputs)``; with
   targets ``input_ids``, ``position_ids``, ``attention_mask`` (B, 1, s + G, s + G) and ``labels`` (next-token
   aligned, -100 elsewhere) for the loss.
+* ``tokenizer(text_target=...)`` (how standard seq2seq scripts build ``labels``) — a target is ``ids <|endofpiece|>``,
+  the span GLM generates, with no ``[CLS]`` / end token; `GLMForConditionalGeneration` takes such labels beside a
+  plain source batch and starts the span with ``[sop]`` itself.
 * ``build_inputs_for_multiple_choice(model_input, choices)`` — every choice appended as ``[sop] + choice[:-1]`` at
   ``mask_pos`` / block positions ``1..len(choice)``, causal within the choice and blind to the other choices, plus
   ``choice_ids`` / ``choice_indices`` (B, C, L) padded with -100, as `GLMForMultipleChoice` takes them.

@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq, pipeline
 
-from flagai_hf import GLMChineseTokenizer, GLMConfig, GLMForConditionalGeneration
+from flagai_hf import GLMChineseTokenizer, GLMConfig, GLMEnglishTokenizer, GLMForConditionalGeneration
+from material import english_vocab
 
 WORKER = Path(__file__).with_name("seq2seq_worker.py")
 PLAIN = ["新华社北京电，今天天气很好。", "人民日报报道", "清华大学是一所大学，位于北京市海淀区。"]
@@ -59,6 +60,20 @@ def explicit_sources(tokenizer, sources):
     masks = tokenizer.convert_ids_to_tokens(tokenizer.mask_token_ids)
     texts = [text if any(m in text for m in masks) else text + "[gMASK]" for text in sources]
     return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_text_target_is_the_span_glm_generates(tokenizer, language):
+    """``tokenizer(text_target=...)``: ids + <|endofpiece|>, no [CLS] / end token (truncation keeps the eop); the
+    tokenizer is back in input mode afterwards."""
+    tok = tokenizer if language == "zh" else GLMEnglishTokenizer(vocab_file=english_vocab())
+    text = "今天的新闻很多" if language == "zh" else "the news of the day"
+    plain = tok(text, add_special_tokens=False)["input_ids"]
+    encoded = tok(text, text_target=text)
+    assert encoded["labels"] == plain + [tok.eop_token_id]
+    assert encoded["input_ids"] == tok.build_inputs_with_special_tokens(plain) != encoded["labels"]
+    assert tok(text_target=text, max_length=3, truncation=True)["input_ids"][-1] == tok.eop_token_id
+    assert tok(text)["input_ids"] == encoded["input_ids"]  # input mode again
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
