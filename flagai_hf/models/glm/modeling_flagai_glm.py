@@ -394,7 +394,8 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
         if (source is None or kwargs.get("position_ids") is not None or kwargs.get("inputs_embeds") is not None
                 or kwargs.get("generation_attention_mask") is not None):
             return super().generate(inputs, generation_config, **kwargs)
-        kwargs.pop("input_ids", None)
+        for name in ("input_ids", "position_ids", "generation_attention_mask"):  # absent or None
+            kwargs.pop(name, None)
         kwargs.pop("labels", None)  # Seq2SeqTrainer(predict_with_generate) passes the batch's labels along
         attention_mask = kwargs.pop("attention_mask", None)
         if attention_mask is None:
