@@ -265,11 +265,14 @@ class GLMModel(GLMPreTrainedModel):
     @staticmethod
     def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """FlagAI's GLMModel loss: mean cross-entropy of ``logits[:, i]`` against ``labels[:, i]`` over every position
-        (labels are already next-token aligned; only -100, torch's default ``ignore_index``, is skipped)."""
+        (labels are already next-token aligned; only -100, torch's default ``ignore_index``, is skipped), in float32
+        or wider."""
         if labels.shape != logits.shape[:2]:
             raise ValueError(f"labels have shape {tuple(labels.shape)}, expected (batch, length) = "
                              f"{tuple(logits.shape[:2])} like input_ids")
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+        logits = logits.reshape(-1, logits.shape[-1])
+        return nn.functional.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)),
+                                           labels.reshape(-1))
 
     def _update_mems(self, layer_inputs, mems, return_memory):
         """New memories: old ones + this segment's layer inputs (detached), the last ``max_memory_length`` kept."""
@@ -282,15 +285,81 @@ class GLMModel(GLMPreTrainedModel):
         return new
 
 
+def seq2seq_blank_filling(input_ids: torch.Tensor, attention_mask: torch.Tensor, config: GLMConfig,
+                          span_length: int, span_start: torch.Tensor | None = None):
+    """GLM's blank-filling layout of a plain seq2seq source batch: what ``build_inputs_for_generation`` lays out for
+    the same sources right-padded (GLM spec §8), built from either pad side with shapes that depend only on the input
+    shapes (no host sync, one ``torch.compile`` graph).
+
+    A source is taken as the GLM tokenizer writes it, ``[CLS] text <end>``. One without a mask token
+    (``config.mask_token_ids``: ``[MASK], [sMASK], [gMASK]``) gets ``[gMASK]`` before its last real token — the
+    layout of ``tokenizer(text + "[gMASK]")``, of `GLMSeq2SeqCollator` and of the text2text pipeline. Columns are the
+    ``s`` source columns as given, one slot holding that ``[gMASK]`` (a hidden pad where the source has a mask), then
+    ``L = span_length`` span columns. Real tokens take positions ``0..`` in order (padding skipped); every span column
+    sits at the position of the row's first mask token, with block positions ``1, 2, ..`` counted from ``span_start``
+    (B,) (0 by default; later for left-padded targets). Every query sees the real context; span column ``j`` also sees
+    span columns ``span_start..j``.
+
+    Returns the context ids (B, s + 1), ``position_ids`` (B, 2, s + 1 + L) and the boolean keep-mask
+    (B, 1, s + 1 + L, s + 1 + L).
+    """
+    batch, length = input_ids.shape
+    device = input_ids.device
+    real = attention_mask.bool()  # (B, s)
+    is_mask = torch.isin(input_ids, torch.tensor(config.mask_token_ids, device=device)) & real
+    appended = ~is_mask.any(-1)  # (B,) rows that get [gMASK]
+    counted = real.long().cumsum(-1) - 1  # (B, s) index of each real token among the real ones
+    last = (real.long().sum(-1) - 1).clamp(min=0)  # (B,) that of the last real token: the appended [gMASK]'s position
+    positions = (counted + ((counted == last[:, None]) & appended[:, None]).long()).clamp(min=0)  # the end moves on
+    first_mask = positions.gather(1, is_mask.long().argmax(-1, keepdim=True))[:, 0]  # argmax: the first mask token
+    mask_position = torch.where(appended, last, first_mask)  # (B,)
+
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    slot = torch.where(appended, config.mask_token_ids[-1], pad)[:, None]  # (B, 1)
+    context_ids = torch.cat([input_ids, slot], dim=1)  # (B, s + 1)
+    context_keys = torch.cat([real, appended[:, None]], dim=1)  # (B, s + 1)
+
+    columns = torch.arange(span_length, device=device)[None]  # (1, L)
+    start = torch.zeros(batch, 1, dtype=torch.long, device=device) if span_start is None else span_start[:, None]
+    in_span = columns >= start  # (B, L)
+    positions = torch.cat([positions, last[:, None], mask_position[:, None].expand(batch, span_length)], dim=1)
+    blocks = torch.cat([torch.zeros(batch, length + 1, dtype=torch.long, device=device),
+                        (columns - start + 1).clamp(min=1)], dim=1)
+    position_ids = torch.stack([positions, blocks], dim=1)  # (B, 2, s + 1 + L)
+
+    total = length + 1 + span_length
+    sees_context = context_keys[:, None, :].expand(batch, total, length + 1)  # (B, T, s + 1)
+    causal = torch.ones(span_length, span_length, dtype=torch.bool, device=device).tril()
+    span_keys = torch.cat([torch.zeros(batch, length + 1, span_length, dtype=torch.bool, device=device),
+                           causal[None] & in_span[:, None, :]], dim=1)  # (B, T, L)
+    keep = torch.cat([sees_context, span_keys], dim=2)[:, None]  # (B, 1, T, T)
+    return context_ids, position_ids, keep
+
+
 class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, GenerationMixin):
-    """GLM with the language-model loss and ``generate()`` (blank filling, or causal "format A").
+    """GLM with the language-model loss and ``generate()``, fed in either of two forms.
 
-    Losses: the Hub form, ``labels`` (B, T) already next-token aligned (no shift; -100 ignored); or FlagAI's form,
-    ``target_ids`` with ``loss_mask`` (mean over ``loss_mask``).
+    **Seq2seq form** (what a standard seq2seq script builds, e.g. with ``DataCollatorForSeq2Seq``): ``input_ids``
+    (B, s) is the source only, ``attention_mask`` its 2-D (B, s) padding mask (either pad side), and ``labels``
+    (B, L) the target ids, padded with -100 on either side (``tokenizer(text_target=...)`` of a GLM tokenizer gives
+    ``target + <|endofpiece|>``). The model lays the batch out for blank filling itself (`seq2seq_blank_filling`):
+    ``[gMASK]`` before the end token of a source without ``[MASK]`` / ``[sMASK]`` / ``[gMASK]``, 2-D positions, the span
+    ``[sop] + labels[:-1]`` at the first mask's position, causal within itself and seeing the whole source. The loss
+    equals the tokenizer's ``build_inputs_for_generation(source, targets=...)`` layout; ``logits`` are the span's
+    (B, L, vocab), aligned with ``labels`` (hidden states cover the built layout).
 
-    Generation: pass ``position_ids`` (B, 2, s + G) and ``generation_attention_mask`` (B, 1, s + G, s + G) from the
-    tokenizer's ``build_inputs_for_generation`` (the context is encoded once, bidirectionally; each new token sits at
-    the mask's position with block positions 1..G), or neither for causal generation with positions 0..n-1.
+    **GLM's own layout**: anything else — ``position_ids`` (B, 2, T) given, or ``attention_mask`` as a sep (int /
+    [B]) or a 4-D mask, or no ``attention_mask``, or ``mems`` / ``cache``. ``labels`` (B, T) are then next-token
+    aligned with ``input_ids`` (no shift; -100 ignored), or FlagAI's ``target_ids`` with ``loss_mask`` (mean over
+    ``loss_mask``). So the forms are told apart by: ``labels`` with a 2-D ``attention_mask`` and no ``position_ids``
+    is the seq2seq form; without ``labels`` the input runs as given.
+
+    Generation, likewise: ``generate(input_ids, attention_mask)`` on a plain source fills the blank as above and
+    returns, as an encoder-decoder does, only the target side: ``[sop]`` then the new tokens (``max_length`` /
+    ``min_length`` count the ``[sop]``), the tokens ``build_inputs_for_generation`` + ``generate`` give. With
+    ``position_ids`` (B, 2, s + G) and/or ``generation_attention_mask`` (B, 1, s + G, s + G) from
+    ``build_inputs_for_generation`` (or written by hand, e.g. FlagAI's causal "format A": positions ``0..``, block
+    positions 0, no mask), the input runs as given and the output holds the prompt, as a decoder-only model's does.
     """
 
     def __init__(self, config: GLMConfig):
@@ -301,18 +370,31 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
     def get_output_embeddings(self):
         return None  # the output projection is the word embedding matrix itself
 
+    @staticmethod
+    def is_seq2seq_batch(input_ids, position_ids, attention_mask, labels, target_ids, mems, cache) -> bool:
+        """Whether a forward call holds the seq2seq form (see the class docstring): ``labels`` with a 2-D
+        ``attention_mask``, no ``position_ids`` and nothing of GLM's own layout."""
+        return (labels is not None and input_ids is not None and position_ids is None and target_ids is None
+                and not mems and cache is None and torch.is_tensor(attention_mask) and attention_mask.dim() == 2)
+
     def forward(self, input_ids=None, *, position_ids=None, attention_mask=None, labels=None, target_ids=None,
                 loss_mask=None, mems=None, cache=None, inputs_embeds=None, use_cache=None, return_memory=False,
                 output_hidden_states=None, **kwargs) -> GLMOutput:
         kwargs.pop("generation_attention_mask", None)
+        if self.is_seq2seq_batch(input_ids, position_ids, attention_mask, labels, target_ids, mems, cache):
+            return self._seq2seq_forward(input_ids, attention_mask, labels, output_hidden_states, **kwargs)
+        if labels is not None and input_ids is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels have shape {tuple(labels.shape)} and input_ids {tuple(input_ids.shape)}: in "
+                             "GLM's own layout labels are next-token aligned with input_ids; for a seq2seq batch "
+                             "(source input_ids, target labels) pass the source's 2-D attention_mask and no "
+                             "position_ids")
         output = self.glm(input_ids, position_ids=position_ids, attention_mask=attention_mask, mems=mems,
                           cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache, return_memory=return_memory,
                           output_hidden_states=output_hidden_states, **kwargs)
         logits = output.logits
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                                               ignore_index=-100)
+            loss = GLMModel.lm_loss(logits, labels)
         elif target_ids is not None:
             losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                                  target_ids.reshape(-1), reduction="none")
@@ -330,6 +412,78 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
         if given:
             return min(given)
         return self.config.max_position_embeddings + (1 if self.config.block_position_encoding else 0)
+
+    def _seq2seq_forward(self, input_ids, attention_mask, labels, output_hidden_states, **kwargs) -> GLMOutput:
+        """The seq2seq form: source ``input_ids`` / ``attention_mask`` (B, s), target ``labels`` (B, L)."""
+        batch, length = input_ids.shape
+        if attention_mask.shape != input_ids.shape or labels.dim() != 2 or labels.shape[0] != batch:
+            raise ValueError(f"A seq2seq batch is input_ids and attention_mask (batch, source length) and labels "
+                             f"(batch, target length); got input_ids {tuple(input_ids.shape)}, attention_mask "
+                             f"{tuple(attention_mask.shape)}, labels {tuple(labels.shape)}")
+        span = labels.shape[1]
+        start = (labels != -100).long().argmax(-1)  # (B,) the first target token: leading -100 are left padding
+        context_ids, position_ids, keep = seq2seq_blank_filling(input_ids, attention_mask, self.config, span, start)
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        previous = torch.cat([torch.full_like(labels[:, :1], pad), labels[:, :-1]], dim=1)  # (B, L) labels moved right
+        previous = previous.masked_fill(previous == -100, pad)
+        columns = torch.arange(span, device=labels.device)[None]
+        span_ids = torch.where(columns == start[:, None], self.config.sop_token_id, previous)  # [sop] + labels[:-1]
+        output = self.glm(torch.cat([context_ids, span_ids], dim=1), position_ids=position_ids, attention_mask=keep,
+                          use_cache=False, output_hidden_states=output_hidden_states, **kwargs)
+        output.logits = output.logits[:, length + 1:]  # (B, L, vocab): the span, aligned with labels
+        output.loss = GLMModel.lm_loss(output.logits, labels)
+        return output
+
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """``GenerationMixin.generate``; on a plain source (no ``position_ids`` / ``generation_attention_mask``) it
+        fills the blank and returns ``[sop]`` + the new tokens (see the class docstring)."""
+        source = inputs if inputs is not None else kwargs.get("input_ids")
+        if (source is None or kwargs.get("position_ids") is not None or kwargs.get("inputs_embeds") is not None
+                or kwargs.get("generation_attention_mask") is not None):
+            return super().generate(inputs, generation_config, **kwargs)
+        for name in ("input_ids", "position_ids", "generation_attention_mask"):  # absent or None
+            kwargs.pop(name, None)
+        kwargs.pop("labels", None)  # Seq2SeqTrainer(predict_with_generate) passes the batch's labels along
+        attention_mask = kwargs.pop("attention_mask", None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(source)
+        if source.dim() != 2 or attention_mask.shape != source.shape:
+            raise ValueError(f"generate() on a plain source takes input_ids and attention_mask (batch, source "
+                             f"length); got {tuple(source.shape)} and {tuple(attention_mask.shape)}")
+        span = self._new_token_budget(generation_config, kwargs)
+        context_ids, position_ids, keep = seq2seq_blank_filling(source, attention_mask, self.config, span)
+        prompt = torch.cat([context_ids, torch.full_like(source[:, :1], self.config.sop_token_id)], dim=1)
+        output = super().generate(prompt, generation_config, position_ids=position_ids, generation_attention_mask=keep,
+                                  attention_mask=keep[:, 0, prompt.shape[1] - 1, :prompt.shape[1]].long(), **kwargs)
+        context = context_ids.shape[1]
+        if isinstance(output, torch.Tensor):
+            return output[:, context:]
+        output.sequences = output.sequences[:, context:]
+        return output
+
+    def _new_token_budget(self, generation_config, kwargs: dict) -> int:
+        """The most tokens a plain-source ``generate()`` may add, set as ``max_new_tokens`` in ``kwargs``.
+
+        As for an encoder-decoder's decoder, a ``max_length`` / ``min_length`` counts the first output token (here
+        ``[sop]``), not the source: they become ``max_new_tokens`` / ``min_new_tokens`` of one less."""
+        config = generation_config if generation_config is not None else self.generation_config
+
+        def setting(name):
+            return kwargs[name] if kwargs.get(name) is not None else getattr(config, name, None)
+
+        defaults = config._get_default_generation_params()
+        budget = setting("max_new_tokens")
+        if budget is None:
+            budget = (setting("max_length") or defaults["max_length"]) - 1
+        if setting("min_new_tokens") is None and (setting("min_length") or 0) > 1:
+            kwargs["min_new_tokens"] = setting("min_length") - 1
+        kwargs.pop("max_length", None)
+        kwargs.pop("min_length", None)
+        if budget < 1:
+            raise ValueError(f"generate() on a plain source needs room for a new token: max_new_tokens={budget} "
+                             "(max_length counts the [sop] that starts the output)")
+        kwargs["max_new_tokens"] = budget
+        return budget
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, attention_mask=None,
                                       inputs_embeds=None, is_first_iteration=False, position_ids=None,

@@ -24,6 +24,9 @@ Both share `GLMTokenizerMixin`:
   ``generation_attention_mask`` (B, 1, s + G, s + G) for ``GLMForConditionalGeneration.generate(**inputs)``; with
   targets ``input_ids``, ``position_ids``, ``attention_mask`` (B, 1, s + G, s + G) and ``labels`` (next-token
   aligned, -100 elsewhere) for the loss.
+* ``tokenizer(text_target=...)`` (how standard seq2seq scripts build ``labels``) — a target is ``ids <|endofpiece|>``,
+  the span GLM generates, with no ``[CLS]`` / end token; `GLMForConditionalGeneration` takes such labels beside a
+  plain source batch and starts the span with ``[sop]`` itself.
 * ``build_inputs_for_multiple_choice(model_input, choices)`` — every choice appended as ``[sop] + choice[:-1]`` at
   ``mask_pos`` / block positions ``1..len(choice)``, causal within the choice and blind to the other choices, plus
   ``choice_ids`` / ``choice_indices`` (B, C, L) padded with -100, as `GLMForMultipleChoice` takes them.
@@ -121,6 +124,24 @@ class GLMTokenizerMixin:
     def mask_token_ids(self) -> list[int]:
         """The ids of ``[MASK]``, ``[sMASK]`` and ``[gMASK]``: the tokens that mark the blank to fill."""
         return [self.mask_token_id, self.smask_token_id, self.gmask_token_id]
+
+    # -- targets: tokenizer(text_target=...) -------------------------------------------------------------------------
+
+    _target_mode = False
+
+    def _switch_to_target_mode(self):
+        """``tokenizer(text_target=...)``, as standard seq2seq scripts build ``labels``: a target is ``ids
+        <|endofpiece|>`` (no ``[CLS]``, no end token): the span GLM generates, which
+        ``GLMForConditionalGeneration`` starts with ``[sop]`` itself."""
+        self._target_mode = True
+
+    def _switch_to_input_mode(self):
+        self._target_mode = False
+
+    def _target_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None) -> list[int]:
+        if token_ids_1 is not None:
+            raise ValueError("A GLM target is one span: text_pair_target is not supported")
+        return list(token_ids_0) + [self.eop_token_id]
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
@@ -428,7 +449,10 @@ class GLMChineseTokenizer(FlagAITokenizerMixin, GLMTokenizerMixin, SentencePiece
     def build_inputs_with_special_tokens(self, token_ids_0: list[int],
                                          token_ids_1: list[int] | None = None) -> list[int]:
         """``[CLS] a <|endoftext|>``; a pair is ``[CLS] a [SEP] b <|endoftext|>`` (THUDM's ``build_input_from_ids``
-        with ``add_sep``). Type ids are all 0: GLM has no token-type embeddings."""
+        with ``add_sep``). Type ids are all 0: GLM has no token-type embeddings. A target (``text_target=``) is
+        ``a <|endofpiece|>``."""
+        if self._target_mode:
+            return self._target_with_special_tokens(token_ids_0, token_ids_1)
         out = [self.cls_token_id] + list(token_ids_0)
         if token_ids_1 is not None:
             out += [self.sep_token_id] + list(token_ids_1)
@@ -439,6 +463,8 @@ class GLMChineseTokenizer(FlagAITokenizerMixin, GLMTokenizerMixin, SentencePiece
         if already_has_special_tokens:
             special = set(self.all_special_ids)
             return [1 if i in special else 0 for i in token_ids_0]
+        if self._target_mode:
+            return [0] * len(token_ids_0) + [1]
         if token_ids_1 is None:
             return [1] + [0] * len(token_ids_0) + [1]
         return [1] + [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
@@ -448,6 +474,8 @@ class GLMChineseTokenizer(FlagAITokenizerMixin, GLMTokenizerMixin, SentencePiece
         return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        if self._target_mode:
+            return 1
         return 3 if pair else 2
 
 
@@ -479,19 +507,38 @@ class GLMEnglishTokenizer(GLMTokenizerMixin, FlagAIBertTokenizer):
         missing = [token for token in ENGLISH_GLM_TOKENS if token not in vocab_now]
         if missing:
             self.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
-        # Pairs are [CLS] a [SEP] b [SEP] with type ids 0 throughout: GLM has no token-type embeddings.
-        cls, sep = str(self.cls_token), str(self.sep_token)
-        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:0 {sep}:0",
-            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)])
+        self.backend_tokenizer.post_processor = self._post_processor()
         ids = [self.convert_tokens_to_ids(token) for token in ENGLISH_GLM_TOKENS]
         if ids != list(range(ids[0], ids[0] + len(ids))):
             logger.warning(f"GLM's tokens {ENGLISH_GLM_TOKENS} have ids {ids}, not consecutive as in the released "
                            "checkpoints")
 
+    def _post_processor(self) -> processors.TemplateProcessing:
+        """``[CLS] a [SEP]``; pairs ``[CLS] a [SEP] b [SEP]`` with type ids 0 throughout (GLM has no token-type
+        embeddings); a target (``text_target=``) ``a <|endofpiece|>``."""
+        if self._target_mode:
+            return processors.TemplateProcessing(single=f"$A:0 {EOP_TOKEN}:0",
+                                                 special_tokens=[(EOP_TOKEN, self.eop_token_id)])
+        cls, sep = str(self.cls_token), str(self.sep_token)
+        return processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:0 {sep}:0",
+            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)])
+
+    def _switch_to_target_mode(self):
+        super()._switch_to_target_mode()
+        self.backend_tokenizer.post_processor = self._post_processor()
+
+    def _switch_to_input_mode(self):
+        if self._target_mode:
+            super()._switch_to_input_mode()
+            self.backend_tokenizer.post_processor = self._post_processor()
+
     def build_inputs_with_special_tokens(self, token_ids_0: list[int],
                                          token_ids_1: list[int] | None = None) -> list[int]:
-        """``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]`` (what the tokenizer's post-processor writes)."""
+        """``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]`` (what the tokenizer's post-processor writes); a target
+        ``a <|endofpiece|>``."""
+        if self._target_mode:
+            return self._target_with_special_tokens(token_ids_0, token_ids_1)
         out = [self.cls_token_id] + list(token_ids_0) + [self.sep_token_id]
         if token_ids_1 is not None:
             out += list(token_ids_1) + [self.sep_token_id]

@@ -115,10 +115,19 @@ def test_generation_past_the_prepared_length_stops_there_with_a_warning(model, c
     assert "stops at the position table (6 positions)" in caplog.text
 
 
+def format_a_positions(attention_mask, new_tokens):
+    """FlagAI's causal "format A" positions for the prompt and ``new_tokens`` more: the real tokens counted from 0
+    (left padding skipped), block positions 0 -- written out, since a plain source means blank filling."""
+    mask = torch.cat([attention_mask, torch.ones(attention_mask.shape[0], new_tokens, dtype=torch.long)], 1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return torch.stack([positions, torch.zeros_like(positions)], 1)
+
+
 def test_format_a_causal_generation(model):
     prompt = torch.tensor([[SOP, 7, 8, 9, 30]])  # [sop] source [sep], FlagAI's title/poetry fine-tune layout
     with torch.no_grad():
-        generated = model.generate(prompt, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+        generated = model.generate(prompt, position_ids=format_a_positions(torch.ones_like(prompt), 6),
+                                   max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=PAD)
         ids = prompt
         for _ in range(6):  # causal recomputation: sep = 0, positions 0..n-1, block positions 0
             ids = torch.cat([ids, model(input_ids=ids, attention_mask=0).logits[:, -1].argmax(-1, keepdim=True)], 1)
@@ -128,8 +137,8 @@ def test_format_a_causal_generation(model):
     batch = torch.tensor([[PAD, PAD, SOP, 7, 8], [SOP, 11, 12, 13, 14]])
     attention = (batch != PAD).long()
     with torch.no_grad():
-        both = model.generate(batch, attention_mask=attention, max_new_tokens=5, do_sample=False,
-                              eos_token_id=None, pad_token_id=PAD)
-        alone = model.generate(batch[:1, 2:], max_new_tokens=5, do_sample=False, eos_token_id=None,
-                               pad_token_id=PAD)
+        both = model.generate(batch, attention_mask=attention, position_ids=format_a_positions(attention, 5),
+                              max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+        alone = model.generate(batch[:1, 2:], position_ids=format_a_positions(attention[:1, 2:], 5),
+                               max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=PAD)
     assert torch.equal(both[0, -5:], alone[0, -5:])
