@@ -26,7 +26,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from remote_code_worker import BlockFlagAIHF, plain  # noqa: F401  (importing it blocks flagai_hf)
+import block_flagai_hf  # noqa: F401  (installs the flagai_hf import blocker before anything else is imported)
+from remote_code_worker import plain
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -471,6 +472,7 @@ SCRIPTS = {"ner": run_ner, "glue": run_glue, "mlm": run_mlm, "clm": run_clm, "se
 
 
 def main(job_file: str, results_file: str) -> None:
+    block_flagai_hf.check_blocked()
     job = json.load(open(job_file, encoding="utf-8"))
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)

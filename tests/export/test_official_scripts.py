@@ -179,17 +179,10 @@ def test_t5_seq2seq_run_summarization(results):
     assert "decoder_input_ids" in facts["collated_keys"]  # from the model's prepare_decoder_input_ids_from_labels
 
 
-@pytest.mark.xfail(strict=False, reason="GLMForConditionalGeneration accepting a standard seq2seq batch (source "
-                   "input_ids + attention_mask, -100-padded target labels) and generate() on a plain source is "
-                   "issue 15 item 3, built by h15b in parallel (the scripts also read config.decoder_start_token_id, "
-                   "which GLMConfig gets from h16a's issue 16 work); flip this once both are merged")
 def test_glm_seq2seq_run_summarization(results):
     check_seq2seq(facts_of(results, "glm/seq2seq"), tied=None)  # GLM's logits come from the word embeddings
 
 
-@pytest.mark.xfail(strict=False, reason="GLMForMultipleChoice taking the standard (B, C, T) batch of "
-                   "DataCollatorForMultipleChoice (and GLM tokenizers encoding sentence pairs) is issue 16 item 2, "
-                   "built by h16a in parallel; flip this once it is merged")
 def test_glm_multiple_choice_run_swag(results):
     facts = facts_of(results, "glm/multiple-choice")
     check_common(facts, tied=None)
