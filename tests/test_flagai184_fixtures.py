@@ -138,13 +138,15 @@ def test_glm_seq2seq_and_classification_match_flagai(flagai_outputs):
     assert worst(out.logits.reshape(ref["logits"].shape), ref["logits"]) <= TOLERANCE
     assert abs(out.loss.item() - ref["loss"].item()) <= TOLERANCE
 
-    ref = flagai_outputs["glm_sequence_classification"]
-    model = GLMForSequenceClassification.from_pretrain(download_path=FIXTURES,
-                                                       model_name="GLM-large-ch-classification").eval()
-    with torch.no_grad():
-        out = model(**{name: ref[name] for name in ("input_ids", "position_ids", "attention_mask", "labels")})
-    assert worst(out.logits, ref["logits"]) <= TOLERANCE
-    assert abs(out.loss.item() - ref["loss"].item()) <= TOLERANCE
+    for key, folder in (("glm_sequence_classification", "GLM-large-ch-classification"),
+                        ("glm_binary_classification", "GLM-large-ch-binary")):  # one logit: FlagAI's BCE loss
+        ref = flagai_outputs[key]
+        model = GLMForSequenceClassification.from_pretrain(download_path=FIXTURES, model_name=folder).eval()
+        with torch.no_grad():
+            out = model(**{name: ref[name] for name in ("input_ids", "position_ids", "attention_mask", "labels")})
+        # with labels and one logit FlagAI squeezes its logits to (B,); flagai_hf keeps (B, num_labels)
+        assert worst(out.logits.reshape(ref["logits"].shape), ref["logits"]) <= TOLERANCE
+        assert abs(out.loss.item() - ref["loss"].item()) <= TOLERANCE, key
 
 
 # ---------------------------------------------------------------------------------------------------------------------
