@@ -279,3 +279,42 @@ def test_special_token_ids_match_flagai_except_its_gmask_bug(flagai_outputs):
     assert len(bert) == 21128 and ref["sop"] == 21128  # FlagAI's extra block tokens start right after the vocabulary
     gpt2 = tokenizers["GPT2-base-en"]
     assert gpt2.eos_token_id == references["GPT2-base-en"]["eos"] == 50256
+
+
+def test_glm_cloze_heads_match_flagai_through_glm_for_multiple_choice(flagai_outputs):
+    """FlagAI's PET cloze classes have no flagai_hf class of their own: their scores are GLMForMultipleChoice's
+    ``choice_ids`` / ``choice_indices`` form (summed log-probabilities of each choice's tokens).
+
+    - GLMForSingleTokenCloze (``take_softmax=True``): each candidate id is a one-token choice at the [MASK] position
+      (FlagAI's ``attention_mask``, which is also its sep); logits and loss (cross-entropy over candidates) match;
+    - GLMForMultiTokenCloze: FlagAI scores each choice in its own sequence, (B, C, T); each sequence is one
+      single-choice example here, scored at the ``logit_mask`` positions; the (B, C) scores match, and FlagAI's loss
+      is the cross-entropy over them.
+    """
+    from flagai_hf.model.glm_model import GLMForMultipleChoice
+    ref = flagai_outputs["glm_single_token_cloze"]
+    model = GLMForMultipleChoice.from_pretrain(download_path=FIXTURES,
+                                               model_name="GLM-large-ch-single-token-cloze").eval()
+    candidates = ref["target_ids"][:, :, None]  # (B, n, 1)
+    indices = ref["attention_mask"][:, None, None].expand_as(candidates)
+    with torch.no_grad():
+        out = model(input_ids=ref["input_ids"], position_ids=ref["position_ids"], attention_mask=ref["attention_mask"],
+                    choice_ids=candidates, choice_indices=indices, labels=ref["labels"])
+    assert worst(out.logits, ref["logits"]) <= TOLERANCE
+    assert abs(out.loss.item() - ref["loss"].item()) <= TOLERANCE
+
+    ref = flagai_outputs["glm_multi_token_cloze"]
+    model = GLMForMultipleChoice.from_pretrain(download_path=FIXTURES,
+                                               model_name="GLM-large-ch-multi-token-cloze").eval()
+    batch, choices, length = ref["input_ids"].shape
+    mask = ref["logit_mask"].reshape(batch * choices, 1, length).bool()
+    positions = torch.arange(length).expand_as(mask)
+    with torch.no_grad():
+        out = model(input_ids=ref["input_ids"].reshape(-1, length),
+                    position_ids=ref["position_ids"].reshape(-1, 2, length),
+                    attention_mask=ref["attention_mask"].reshape(-1),
+                    choice_ids=ref["target_ids"].reshape(batch * choices, 1, length).masked_fill(~mask, -100),
+                    choice_indices=positions.masked_fill(~mask, -100))
+    scores = out.logits.reshape(batch, choices)
+    assert worst(scores, ref["logits"]) <= TOLERANCE
+    assert abs(torch.nn.functional.cross_entropy(scores, ref["labels"]).item() - ref["loss"].item()) <= TOLERANCE
