@@ -34,6 +34,22 @@ def test_glm_model_from_a_flagai_checkpoint_matches_flagai_logits_and_loss(flaga
     assert abs(out.loss.item() - ref["loss"].item()) <= 1e-4
 
 
+def test_glm_model_memories_match_flagai(flagai_outputs):
+    """FlagAI's ``return_memory`` / ``mems``: the first segment's memories (L + 1 tensors), and a second, causal
+    segment attending to them: its logits and the grown memories."""
+    ref = flagai_outputs["glm_model"]
+    model = GLMModel.from_pretrain(download_path=FIXTURES, model_name="glm_model").eval()
+    with torch.no_grad():
+        first = model(input_ids=ref["input_ids"], position_ids=ref["position_ids"],
+                      attention_mask=ref["attention_mask"], return_memory=True)
+        second = model(input_ids=ref["second_input_ids"], position_ids=ref["second_position_ids"],
+                       attention_mask=torch.tensor([0, 0]), mems=first.mems, return_memory=True)
+    assert len(first.mems) == len(ref["mems"]) and len(second.mems) == len(ref["second_mems"])
+    assert max(worst(ours, theirs) for ours, theirs in zip(first.mems, ref["mems"])) <= 1e-4
+    assert worst(second.logits, ref["second_logits"]) <= 1e-4
+    assert max(worst(ours, theirs) for ours, theirs in zip(second.mems, ref["second_mems"])) <= 1e-4
+
+
 @pytest.mark.parametrize("name, cls_name", [("gpt2_model", "GPT2Model"), ("bert_cls_classifier", "BertForClsClassifier")])
 def test_flagai_written_folders_match_flagai_logits_and_loss(flagai_outputs, name, cls_name):
     from flagai_hf.model import bert_model, gpt2_model
