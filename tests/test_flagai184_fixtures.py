@@ -344,3 +344,22 @@ def test_unilm_beam_search_gives_flagai_tokens(flagai_outputs):
     generated = loader.get_pipeline()(TITLE_SOURCE, max_new_tokens=12, num_beams=3, do_sample=False,
                                       return_tensors=True)[0]
     assert generated["generated_token_ids"] == flagai_outputs["bert_seq2seq"]["beam3_ids"]
+
+
+def test_flagai_forms_reject_bad_input_clearly(flagai_outputs):
+    """FlagAI's shifted UniLM labels are (B, T - 1); other widths are refused naming both accepted shapes. The NER
+    pipeline's decoding is 'transformers' or 'flagai'."""
+    from transformers import pipeline
+
+    from flagai_hf.model.bert_model import BertForSeq2seq, BertForSequenceLabeling
+    ref = flagai_outputs["bert_seq2seq"]
+    model = BertForSeq2seq.from_pretrain(download_path=FIXTURES, model_name="RoBERTa-base-ch-seq2seq").eval()
+    length = ref["input_ids"].shape[1]
+    with pytest.raises(ValueError, match=rf"labels must be \(batch, {length}\) like input_ids or FlagAI's shifted "
+                                         rf"\(batch, {length - 1}\); got \(2, {length - 2}\)"):
+        model(input_ids=ref["input_ids"], segment_ids=ref["segment_ids"], labels=ref["input_ids"][:, 2:])
+    loader = AutoLoader("ner", "RoBERTa-base-ch-ner", model_dir=FIXTURES, device="cpu")
+    ner = pipeline("flagai-ner", model=loader.get_model(), tokenizer=loader.get_tokenizer(), labels=TAGS)
+    assert isinstance(loader.get_model(), BertForSequenceLabeling)
+    with pytest.raises(ValueError, match="decoding must be 'transformers' or 'flagai'; got 'hf'"):
+        ner(NER_TEXT, decoding="hf")
