@@ -14,6 +14,13 @@ this pipeline, which decodes all three the same way::
 * ``BertForSequenceLabelingGP``: every span whose score is above ``threshold`` (0, as FlagAI) that neither starts nor
   ends on a special token; overlapping spans are all kept.
 
+``decoding="flagai"`` (what ``Predictor.predict_ner`` uses) decodes as FlagAI 1.8.4's ``Predictor.predict_ner`` does,
+so FlagAI checkpoints give FlagAI's entities (tests/test_flagai184_fixtures.py checks this against FlagAI itself):
+tags are read at every non-padding position, [CLS] and [SEP] included (FlagAI trained its CRF on that path, with
+tag 0 at the special tokens); the CRF path starts in tag 0 (FlagAI's Viterbi forces its first position to "O");
+tags are grouped by ``flagai_bio_entities``; entities that begin or end on a special token are dropped. GlobalPointer
+spans are the same in both modes (FlagAI also drops spans touching [CLS] / [SEP]).
+
 ``labels``: the label names in id order (FlagAI's ``target``): BIO / BIOES tags such as ``B-LOC`` for the first two
 heads, entity types such as ``LOC`` for GlobalPointer. Left out, the model's ``config.id2label``. Entities are dicts
 in transformers' aggregated format: ``entity_group``, ``score``, ``word`` (the text between the offsets), ``start``
@@ -58,6 +65,26 @@ def bio_entities(tags: list[str | None]) -> list[tuple[str, int, int]]:
     return [tuple(entity) for entity in entities]
 
 
+def flagai_bio_entities(tags: list[int], labels: list[str]) -> list[tuple[str, int, int]]:
+    """FlagAI's ``decode_labels``: ``(type, first, last)`` token spans of tag ids (0 = "O" by position).
+
+    A ``B-X`` tag starts an ``X`` entity; any other non-zero tag continues the open entity, whatever its type (so
+    ``B-PER I-LOC`` is one PER entity); tag 0 closes it; a non-``B`` tag with no open entity is skipped.
+    """
+    entities: list[list] = []
+    open_entity = False
+    for index, tag in enumerate(tags):
+        name = labels[tag] if tag > 0 else ""
+        if name.startswith("B"):
+            entities.append([name[2:], index, index])
+            open_entity = True
+        elif name and open_entity:
+            entities[-1][2] = index
+        else:
+            open_entity = False
+    return [tuple(entity) for entity in entities]
+
+
 def _check_tag_names(labels: list[str]) -> None:
     """Tag heads need BIO / BIOES names: with transformers' default ``LABEL_0`` ... no entity could ever be found."""
     if not any(str(label).partition("-")[0] in ("B", "I", "M", "E", "S") for label in labels):
@@ -83,8 +110,12 @@ class FlagAINerPipeline(Pipeline):
             raise ValueError(f"{TASK} needs a fast tokenizer (character offsets), e.g. FlagAIBertTokenizer; got "
                              f"{type(self.tokenizer).__name__}")
 
-    def _sanitize_parameters(self, labels=None, max_length=None, threshold=None):
-        preprocess, postprocess = {}, {}
+    def _sanitize_parameters(self, labels=None, max_length=None, threshold=None, decoding=None):
+        preprocess, forward, postprocess = {}, {}, {}
+        if decoding is not None:
+            if decoding not in ("transformers", "flagai"):
+                raise ValueError(f"decoding must be 'transformers' or 'flagai'; got {decoding!r}")
+            forward["decoding"] = postprocess["decoding"] = decoding
         if max_length is not None:
             if not isinstance(max_length, int) or max_length < 3:
                 raise ValueError(f"max_length must be an int of at least 3 ([CLS], a token, [SEP]); got {max_length!r}")
@@ -97,7 +128,7 @@ class FlagAINerPipeline(Pipeline):
             postprocess["labels"] = labels
         if threshold is not None:
             postprocess["threshold"] = float(threshold)
-        return preprocess, {}, postprocess
+        return preprocess, forward, postprocess
 
     def preprocess(self, text, max_length=None):
         if not isinstance(text, str):
@@ -107,12 +138,13 @@ class FlagAINerPipeline(Pipeline):
                                  return_special_tokens_mask=True, **truncation)
         return {**encoded, "text": text}
 
-    def _forward(self, model_inputs):
+    def _forward(self, model_inputs, decoding="transformers"):
         text = model_inputs.pop("text")
         offsets = model_inputs.pop("offset_mapping")  # (B, T, 2)
         special = model_inputs.pop("special_tokens_mask").bool()  # (B, T), padding counts as special
         attention_mask = model_inputs.get("attention_mask")
-        tokens = ~special if attention_mask is None else ~special & attention_mask.bool()  # (B, T) text tokens
+        real = torch.ones_like(special) if attention_mask is None else attention_mask.bool()  # (B, T) not padding
+        tokens = ~special & real  # (B, T) text tokens
         logits = self.model(**model_inputs).logits.float()
         outputs = {"text": text, "offsets": offsets, "tokens": tokens}
         if isinstance(self.model, BertForSequenceLabelingGP):  # logits (B, types, T, T)
@@ -120,15 +152,20 @@ class FlagAINerPipeline(Pipeline):
             outputs["span_scores"] = logits.masked_fill(~span_ok, float("-inf"))
             return outputs
         probabilities = logits.softmax(-1)  # (B, T, labels)
+        path = real if decoding == "flagai" else tokens  # FlagAI reads tags at [CLS] / [SEP] too
         if isinstance(self.model, BertForSequenceLabelingCRF):
-            tags = self.model.decode(logits, tokens)  # Viterbi, -100 outside ``tokens``
+            emissions = logits
+            if decoding == "flagai":  # the path starts in tag 0 ("O"), as FlagAI's viterbi_decode forces
+                emissions = logits.clone()
+                emissions[:, 0, 1:] = float("-inf")
+            tags = self.model.decode(emissions, path)  # Viterbi, -100 outside ``path``
         else:
-            tags = logits.argmax(-1).masked_fill(~tokens, -100)
+            tags = logits.argmax(-1).masked_fill(~path, -100)
         outputs["tags"] = tags
         outputs["tag_probabilities"] = probabilities.gather(-1, tags.clamp(min=0)[..., None])[..., 0]  # (B, T)
         return outputs
 
-    def postprocess(self, model_outputs, labels=None, threshold=0.0):
+    def postprocess(self, model_outputs, labels=None, threshold=0.0, decoding="transformers"):
         if labels is None:
             labels = [self.model.config.id2label[index] for index in range(self.model.config.num_labels)]
         text, offsets = model_outputs["text"], model_outputs["offsets"][0].tolist()
@@ -142,8 +179,14 @@ class FlagAINerPipeline(Pipeline):
             _check_tag_names(labels)
             tags = model_outputs["tags"][0].tolist()
             probabilities = model_outputs["tag_probabilities"][0]
-            names = [labels[tag] if tag >= 0 else None for tag in tags]
-            for kind, first, last in bio_entities(names):
+            if decoding == "flagai":
+                text_token = model_outputs["tokens"][0].tolist()
+                spans = [(kind, first, last) for kind, first, last in
+                         flagai_bio_entities([max(tag, 0) for tag in tags], labels)
+                         if text_token[first] and text_token[last]]  # FlagAI drops those on [CLS] / [SEP]
+            else:
+                spans = bio_entities([labels[tag] if tag >= 0 else None for tag in tags])
+            for kind, first, last in spans:
                 score = probabilities[first:last + 1].mean().item()
                 entities.append(self._entity(kind, score, text, offsets[first][0], offsets[last][1]))
         return sorted(entities, key=lambda entity: (entity["start"], entity["end"], entity["entity_group"]))

@@ -118,7 +118,15 @@ class GenerationStrategy:
 
 
 class EncoderDecoderGeneration(GenerationStrategy):
-    """The text is the encoder input; the decoder output starts with one decoder-start token."""
+    """The text is the encoder input; the decoder output starts with one decoder-start token.
+
+    With a BERT WordPiece vocabulary (FlagAI's T5-base-ch) decoding starts at ``[CLS]``, as FlagAI's predictor does
+    whatever the config says (FlagAI's own config.json files keep transformers' T5 default, 0 = ``[PAD]``)."""
+
+    def generation_overrides(self, tokenizer):
+        if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+            return {"decoder_start_token_id": tokenizer.cls_token_id}
+        return {}
 
     def generation_inputs(self, tokenizer, rows, new_tokens, device):
         input_ids, attention_mask = _pad(rows, tokenizer.pad_token_id, "right", device)
@@ -131,6 +139,11 @@ class PrefixLMGeneration(GenerationStrategy):
     positions_after_prompt = True
 
     supports_full_text = True
+
+    def generation_overrides(self, tokenizer):
+        """A BERT-vocabulary GPT2 (FlagAI's GPT2-base-ch) stops at ``[SEP]``, as FlagAI's predictor did (FlagAI's own
+        config.json keeps GPT2's eos 50256, outside that vocabulary)."""
+        return {"eos_token_id": tokenizer.sep_token_id} if tokenizer.sep_token_id is not None else {}
 
     def encode(self, tokenizer, text, max_source_length):
         """The text's ids; a trailing ``[SEP]`` / eos that the tokenizer appended (a BERT-style tokenizer, as FlagAI's

@@ -22,6 +22,10 @@ method                              models                                      
                                     ``T5Model``
 ==================================  ==========================================  ====================================
 
+``predict_ner`` decodes as FlagAI 1.8.4 does (the ``flagai-ner`` pipeline's ``decoding="flagai"``), on the input
+FlagAI's decoders were written for, ``[CLS] text [SEP]`` (1.8.4 itself feeds the text without them, so it never finds
+an entity on the first character, nor, with GlobalPointer, on the last one).
+
 Differences from FlagAI, on purpose: ``predict_masklm`` returns the text with each ``[MASK]`` replaced by its most
 likely token (FlagAI decoded the argmax at every position, special tokens included); ``predict_ner``'s offsets come
 from the tokenizer's offset mapping (FlagAI: ``rematch``), end inclusive as in FlagAI; beam search and sampling are
@@ -135,7 +139,7 @@ class Predictor:
             raise ValueError("add_spatial_token=True (FlagAI's [unused1] space tokens) is not supported: the "
                              "tokenizer's offsets locate entities in the text as it is")
         ner = self._pipeline(NER_TASK, NER_HEADS, "predict_ner")
-        entities = ner(text, labels=target, max_length=maxlen)
+        entities = ner(text, labels=target, max_length=maxlen, decoding="flagai")
         return [(entity["start"], entity["end"] - 1, entity["entity_group"]) for entity in entities]
 
     # ------------------------------------------------------------------------------------------ generation

@@ -9,7 +9,7 @@ from autoloader_folders import checkpoints, msra_texts, one_thread, peoples_dail
 
 from flagai_hf import AutoLoader, Predictor
 from flagai_hf.auto_loader import MODELS, TASKS
-from flagai_hf.ner_pipeline import bio_entities
+from flagai_hf.ner_pipeline import flagai_bio_entities
 
 BIO = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 TYPES = ["LOC", "ORG", "PER"]
@@ -97,14 +97,27 @@ def check_fill_mask(loader, predictor, task, texts):
         assert predictor.predict_masklm(masked) == expected
 
 
+def flagai_entities(tags, offsets, keep):
+    """FlagAI's predict_ner grouping (decode_labels) of tags read at every position, entities on [CLS] / [SEP]
+    dropped: what Predictor.predict_ner returns (tests/test_flagai184_fixtures.py checks it against FlagAI)."""
+    spans = [(kind, first, last) for kind, first, last in flagai_bio_entities(tags, BIO) if keep[first] and keep[last]]
+    return sorted((offsets[first][0], offsets[last][1] - 1, kind) for kind, first, last in spans)
+
+
 def check_token_classification(loader, predictor, task, texts):
-    """Softmax NER: transformers' token-classification pipeline and Predictor.predict_ner find the same entities."""
-    assert loader.get_model().config.id2label == dict(enumerate(BIO))
+    """Softmax NER: the loader's pipeline is transformers' token-classification; Predictor.predict_ner groups the
+    argmax tags as FlagAI did."""
+    model, tokenizer = loader.get_model(), loader.get_tokenizer()
+    assert model.config.id2label == dict(enumerate(BIO))
     found = 0
     for text in texts + msra_texts(3):
-        from_pipeline = [(e["start"], e["end"] - 1, e["entity_group"]) for e in loader.get_pipeline()(text)]
-        assert predictor.predict_ner(text, target=BIO) == sorted(from_pipeline)
-        found += len(from_pipeline)
+        found += len(loader.get_pipeline()(text))
+        inputs = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+        offsets = inputs.pop("offset_mapping")[0].tolist()
+        keep = ~inputs.pop("special_tokens_mask")[0].bool()
+        with torch.no_grad():
+            tags = model(**inputs).logits[0].argmax(-1).tolist()
+        assert predictor.predict_ner(text, target=BIO) == flagai_entities(tags, offsets, keep)
     assert found > 0  # random tiny heads tag plenty of tokens: the comparison is not vacuous
 
 
@@ -124,10 +137,11 @@ def check_flagai_ner(loader, predictor, task, texts):
         if is_gp:  # every span scoring > 0 between text tokens
             spans = [(TYPES[kind], first, last) for kind, first, last in (logits[0] > 0).nonzero().tolist()
                      if keep[first] and keep[last]]
-        else:  # Viterbi tags over the text tokens, grouped as BIO
-            tags = model.decode(logits, keep[None])[0].tolist()
-            spans = bio_entities([BIO[tag] if tag >= 0 else None for tag in tags])
-        expected = sorted((offsets[first][0], offsets[last][1] - 1, kind) for kind, first, last in spans)
+            expected = sorted((offsets[first][0], offsets[last][1] - 1, kind) for kind, first, last in spans)
+        else:  # FlagAI's Viterbi: every position, the first one held at "O"; FlagAI's grouping
+            logits[0, 0, 1:] = float("-inf")
+            tags = model.decode(logits, torch.ones_like(keep)[None])[0].tolist()
+            expected = flagai_entities(tags, offsets, keep)
         got = predictor.predict_ner(text, target=target)
         assert sorted(got) == expected
         assert all(text[start:end + 1] for start, end, _ in got)

@@ -326,8 +326,10 @@ def unilm_attention_mask(token_type_ids: torch.Tensor, past_length: int) -> torc
 class BertForSeq2seq(BertPreTrainedModel, GenerationChecks, GenerationMixin):
     """UniLM: BERT with the LM head and the seq2seq mask from ``token_type_ids`` (0 = source, 1 = target).
 
-    ``labels`` follow the causal-LM convention (usually ``labels = input_ids``): logits at position i are scored
-    against ``labels[i + 1]`` where token i + 1 is a non-padding target token, as FlagAI did. ``generate()`` works with
+    ``labels`` follow the causal-LM convention (usually ``labels = input_ids``, (B, T)): logits at position i are
+    scored against ``labels[i + 1]`` where token i + 1 is a non-padding target token, as FlagAI did. FlagAI's own
+    batches carry the already shifted ``labels = input_ids[:, 1:]`` (B, T - 1); those are accepted as well (logits at
+    position i against ``labels[i]``), with the same loss. ``generate()`` works with
     a KV cache: the prompt (all source) is encoded bidirectionally once, then each new token is a target token.
     """
 
@@ -371,7 +373,13 @@ class BertForSeq2seq(BertPreTrainedModel, GenerationChecks, GenerationMixin):
 
         loss = None
         if labels is not None:
-            targets = labels[:, 1:].masked_fill(token_type_ids[:, 1:] == 0, -100)
+            length = token_type_ids.shape[1]
+            if labels.shape[1] == length:  # causal-LM convention: shift here
+                labels = labels[:, 1:]
+            elif labels.shape[1] != length - 1:  # FlagAI's seq2seq_collate_fn: labels = input_ids[:, 1:]
+                raise ValueError(f"BertForSeq2seq labels must be (batch, {length}) like input_ids or FlagAI's shifted "
+                                 f"(batch, {length - 1}); got {tuple(labels.shape)}")
+            targets = labels.masked_fill(token_type_ids[:, 1:] == 0, -100)
             loss = _token_loss(logits[:, :-1], targets, attention_mask)
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states, cache=out.cache)
 

@@ -663,7 +663,10 @@ class GLMForMultipleChoice(GLMPreTrainedModel):
 
 
 class GLMForSequenceClassification(GLMPreTrainedModel):
-    """Classification from the first token: dropout -> tanh(dense) -> dropout -> Linear (Hub and FlagAI layout)."""
+    """Classification from the first token: dropout -> tanh(dense) -> dropout -> Linear (Hub and FlagAI layout).
+
+    The loss is FlagAI's: cross-entropy over ``num_labels`` classes, or with one logit (``num_labels == 1``) binary
+    cross-entropy with logits on 0/1 ``labels``."""
 
     def __init__(self, config: GLMConfig):
         super().__init__(config)
@@ -679,5 +682,9 @@ class GLMForSequenceClassification(GLMPreTrainedModel):
                           output_hidden_states=output_hidden_states, **kwargs)
         pooled = self.pooler(self.dropout(output.last_hidden_state))  # (B, h) from token 0
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
-        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = None
+        if labels is not None and self.config.num_labels == 1:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1).float(), labels.float())
+        elif labels is not None:
+            loss = nn.functional.cross_entropy(logits.float(), labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=output.hidden_states)
