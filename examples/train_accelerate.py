@@ -84,8 +84,9 @@ from example_common import bert_chinese_vocab, load_module  # noqa: E402
 
 _data = load_module("flagai_examples_ner_data", os.path.join(_HERE, "ner", "data.py"))
 _run_ner = load_module("flagai_examples_ner_run_ner", os.path.join(_HERE, "ner", "run_ner.py"))
+_tagging = load_module("flagai_examples_ner_tagging", os.path.join(_HERE, "ner", "tagging.py"))
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
-MODEL_SIZES, encode, label_sequences = _run_ner.MODEL_SIZES, _run_ner.encode, _run_ner.label_sequences
+MODEL_SIZES, encode, label_sequences = _run_ner.MODEL_SIZES, _tagging.encode, _tagging.label_sequences
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
-from safetensors.torch import _TYPES as SAFETENSORS_DTYPES
 
 INDEX_NAME = "model.safetensors.index.json"
 # safetensors' dtype names (its header's "dtype" field) -> torch dtypes

@@ -306,8 +306,8 @@ def _body_limit(remote: RemoteFile, announced: int | None, options: FetchOptions
         return remote.size, "the size the source listed"
     if announced is not None:
         return announced, "its Content-Length"
-    return options.max_unverified_size, (f"max_unverified_size, the cap on a file whose source listed no size; "
-                                         f"raise it if the file is really larger")
+    return options.max_unverified_size, ("max_unverified_size, the cap on a file whose source listed no size; "
+                                         "raise it if the file is really larger")
 
 
 def _disk_error(error: OSError, part: Path, remote: RemoteFile) -> DiskError:

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 import flagai_hf
 from flagai_hf.loading import load_folder
@@ -29,7 +28,7 @@ def all_real(model):
 def test_full_checkpoint_loads_identically_without_initialising(tmp_path, monkeypatch):
     torch.manual_seed(0)
     reference = flagai_hf.BertForSequenceLabelingCRF(flagai_hf.FlagAIBertConfig(**BERT, num_labels=4)).eval()
-    folder = save(tmp_path, reference)
+    save(tmp_path, reference)
     calls = []
     original = BertPreTrainedModel._init_weights
     monkeypatch.setattr(BertPreTrainedModel, "_init_weights", lambda self, module: calls.append(module) or

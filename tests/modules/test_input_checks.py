@@ -15,7 +15,8 @@ VOCAB, POSITIONS = 50, 8
 BERT = flagai_hf.FlagAIBertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                   max_position_embeddings=POSITIONS, num_labels=3)
 GLM = flagai_hf.GLMConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                          max_position_embeddings=POSITIONS, num_labels=3)
+                          max_position_embeddings=POSITIONS, num_labels=3, sop_token_id=VOCAB - 4,
+                          mask_token_ids=(VOCAB - 3, VOCAB - 2, VOCAB - 1))  # [MASK], [sMASK], [gMASK]
 GPT2 = flagai_hf.FlagAIGPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, n_positions=POSITIONS)
 T5 = flagai_hf.FlagAIT5Config(vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
                               decoder_start_token_id=0, pad_token_id=0)
@@ -115,7 +116,6 @@ def generate_with_log(caplog, model, *args, **kwargs):
 
 
 @pytest.mark.parametrize("cls, table", [(flagai_hf.GPT2LMHeadModel, POSITIONS),
-                                        (flagai_hf.GLMForConditionalGeneration, POSITIONS + 1),  # + block position row
                                         (flagai_hf.BertForSeq2seq, POSITIONS)], ids=lambda x: getattr(x, "__name__", x))
 @pytest.mark.parametrize("num_beams", [1, 2])
 def test_generation_stops_at_the_position_table_with_a_warning(models, caplog, cls, table, num_beams):
@@ -130,6 +130,30 @@ def test_generation_stops_at_the_position_table_with_a_warning(models, caplog, c
     caplog.clear()
     assert generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=3).shape == (2, 8)
     assert "stops at the position table" not in caplog.text  # room enough: no warning
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_glm_plain_source_generation_stops_at_the_block_position_table(models, caplog, num_beams):
+    """A plain source fills a [gMASK] blank whose new tokens take block positions 1, 2, ...: generation stops where
+    the block position table ends ([sop] + POSITIONS new tokens), with a warning, instead of failing in the forward."""
+    model = models[flagai_hf.GLMForConditionalGeneration]
+    out = generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=40,
+                            num_beams=num_beams)
+    assert out.shape == (2, 1 + POSITIONS) and (out[:, 0] == GLM.sop_token_id).all()
+    assert (f"GLMForConditionalGeneration.generate stops at the block position table ({POSITIONS + 1} positions): "
+            f"[sop] + {POSITIONS} new tokens at most, not the 40 asked for") in caplog.text
+    caplog.clear()
+    assert generate_with_log(caplog, model, IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=3).shape == (2, 4)
+    assert "stops at the block position table" not in caplog.text  # room enough: no warning
+
+
+def test_glm_plain_source_generation_needs_mask_ids():
+    model = flagai_hf.GLMForConditionalGeneration(flagai_hf.GLMConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=POSITIONS)).eval()  # a 50-token vocabulary holds none of GLM's special ids
+    with pytest.raises(ValueError, match=r"generate\(\) on a plain source fills a \[gMASK\] blank, but this "
+                                         r"GLMConfig has no mask_token_ids"):
+        model.generate(IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=2)
 
 
 def test_glm_blank_filling_stops_where_its_positions_end(models, caplog):

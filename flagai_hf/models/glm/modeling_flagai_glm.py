@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from ...modules.activations import get_activation
 from ...modules.attention import SelfAttention, attention_bias
@@ -30,6 +30,8 @@ from ...modules.heads import Pooler
 from ...modules.linear import Linear, linear
 from ...modules.mlp import MLP
 from .configuration_flagai_glm import GLMConfig
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -450,6 +452,11 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
         if source.dim() != 2 or attention_mask.shape != source.shape:
             raise ValueError(f"generate() on a plain source takes input_ids and attention_mask (batch, source "
                              f"length); got {tuple(source.shape)} and {tuple(attention_mask.shape)}")
+        if not self.config.mask_token_ids or self.config.sop_token_id is None:
+            raise ValueError("generate() on a plain source fills a [gMASK] blank, but this GLMConfig has no "
+                             f"mask_token_ids ({self.config.mask_token_ids}) or sop_token_id "
+                             f"({self.config.sop_token_id}); set them, or pass position_ids (and "
+                             "generation_attention_mask) for GLM's explicit layout")
         span = self._new_token_budget(generation_config, kwargs)
         context_ids, position_ids, keep = seq2seq_blank_filling(source, attention_mask, self.config, span)
         prompt = torch.cat([context_ids, torch.full_like(source[:, :1], self.config.sop_token_id)], dim=1)
@@ -482,6 +489,11 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
         if budget < 1:
             raise ValueError(f"generate() on a plain source needs room for a new token: max_new_tokens={budget} "
                              "(max_length counts the [sop] that starts the output)")
+        room = self.config.max_position_embeddings  # block positions 1 .. budget are fed: the table has room + 1 rows
+        if self.config.block_position_encoding and budget > room:
+            logger.warning(f"{type(self).__name__}.generate stops at the block position table ({room + 1} "
+                           f"positions): [sop] + {room} new tokens at most, not the {budget} asked for")
+            budget = room
         kwargs["max_new_tokens"] = budget
         return budget
 
