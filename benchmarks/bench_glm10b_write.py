@@ -34,19 +34,14 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "conversion"))  # the converter's name checks, reused for the native names
-
-from convert_glm_megatron import native_names  # noqa: E402
-
 from flagai_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
+from flagai_hf.conversion.convert_glm_megatron import native_names  # noqa: E402  (the converter's name checks)
 from flagai_hf.models.glm.megatron import COLUMNS, QKV, REPLICATED, ROWS, partition_of  # noqa: E402
 from flagai_hf.shards import write_sharded_safetensors  # noqa: E402
 

@@ -6,7 +6,7 @@ A thin wrapper for running it from a checkout (``python conversion/convert.py --
 
 import sys
 
-from flagai_hf.conversion.convert import main, model_class, write_tokenizer  # noqa: F401 (convert_glm_megatron.py)
+from flagai_hf.conversion.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

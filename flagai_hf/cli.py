@@ -5,48 +5,33 @@
     flagai-hf convert ...          # flagai_hf/conversion/convert.py (native <-> FlagAI layouts)
     flagai-hf export ...           # flagai_hf/conversion/export_hub.py (Hub-ready remote-code folder)
     flagai-hf serve-mirror ...     # flagai_hf/conversion/serve_mirror.py (HF_ENDPOINT mirror on 127.0.0.1)
-    flagai-hf megatron-merge ...   # conversion/convert_glm_megatron.py (Megatron shards -> native folder)
+    flagai-hf megatron-merge ...   # flagai_hf/conversion/convert_glm_megatron.py (Megatron shards -> native folder)
 
 ``download`` runs the resolution chain of ``from_pretrain`` (``flagai_hf.download``); ``env`` prints versions, the
 download settings in effect (no secrets) and the cache locations. The conversion subcommands run the ``main(argv)`` of
-their module with the remaining arguments (``flagai-hf convert --help`` shows theirs); ``megatron-merge`` still runs
-the checkout's ``conversion/convert_glm_megatron.py``.
+their module in ``flagai_hf.conversion`` with the remaining arguments (``flagai-hf convert --help`` shows theirs).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import platform
 import sys
 from pathlib import Path
 
-CONVERSION_DIR = Path(__file__).resolve().parents[1] / "conversion"
-CONVERSION_COMMANDS = {  # subcommand: module in flagai_hf.conversion, or a script in the checkout's conversion/
+CONVERSION_COMMANDS = {  # subcommand: its module in flagai_hf.conversion
     "convert": "convert",
     "export": "export_hub",
     "serve-mirror": "serve_mirror",
-    "megatron-merge": "convert_glm_megatron.py",
+    "megatron-merge": "convert_glm_megatron",
 }
 SECRET_SETTINGS = {"hf_token", "s3_access_key_id", "s3_secret_access_key"}
 
 
 def run_conversion(name: str, argv: list[str]):
     """Run the subcommand's ``main(argv)`` in this process."""
-    target = CONVERSION_COMMANDS[name]
-    if not target.endswith(".py"):
-        return importlib.import_module(f"flagai_hf.conversion.{target}").main(argv)
-    path = CONVERSION_DIR / target
-    if not path.is_file():
-        raise SystemExit(f"error: `flagai-hf {name}` runs {path}, which is missing: install flagai_hf from a clone "
-                         f"(pip install -e .) so conversion/ is next to the package")
-    if str(CONVERSION_DIR) not in sys.path:  # the script imports conversion/convert.py
-        sys.path.insert(0, str(CONVERSION_DIR))
-    spec = importlib.util.spec_from_file_location(f"flagai_hf_conversion_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return importlib.import_module(f"flagai_hf.conversion.{CONVERSION_COMMANDS[name]}").main(argv)
 
 
 def download(model_name: str, download_path: str, sources: str | None) -> Path:
@@ -107,15 +92,15 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagai-hf", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = commands.add_parser("download", help="download a FlagAI model name or Hub repo id through from_pretrain's chain")
+    p = commands.add_parser("download",
+                            help="download a FlagAI model name or Hub repo id through from_pretrain's chain")
     p.add_argument("model_name", help="e.g. GLM-large-ch, RoBERTa-base-ch, or ORG/NAME")
     p.add_argument("--download-path", default="./checkpoints", help="the folder is DOWNLOAD_PATH/MODEL_NAME")
     p.add_argument("--sources", default=None, help="comma-separated subset of local,hf,modelhub,s3 "
                                                     "(default: FLAGAI_HF_SOURCES, else all)")
     commands.add_parser("env", help="versions, download settings and cache locations")
-    for name, target in CONVERSION_COMMANDS.items():
-        where = f"conversion/{target}" if target.endswith(".py") else f"flagai_hf/conversion/{target}.py"
-        commands.add_parser(name, help=f"{where} (its arguments follow)", add_help=False)
+    for name, module in CONVERSION_COMMANDS.items():
+        commands.add_parser(name, help=f"flagai_hf/conversion/{module}.py (its arguments follow)", add_help=False)
     return parser
 
 

@@ -9,7 +9,7 @@ embedding copies). A name no rule matches is an error that lists it: nothing is 
 
 The way back, flagai_hf -> FlagAI's legacy layout, is data too: a family's ``FlagAILayout`` lists the backbone rules,
 for each of our classes the FlagAI class it corresponds to (its backbone prefix and head names), and the config keys
-FlagAI reads; ``conversion/convert.py --to flagai`` uses it.
+FlagAI reads; ``flagai-hf convert --to flagai`` uses it.
 """
 
 import re

@@ -61,15 +61,3 @@ def test_convert_subcommand_runs_the_conversion_script(tmp_path, capsys):
             cli.main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage" in capsys.readouterr().out
-
-
-def test_conversion_commands_need_no_checkout(tmp_path, monkeypatch, capsys):
-    """convert / export / serve-mirror are package modules; only megatron-merge still runs a checkout script, and
-    its absence is named."""
-    monkeypatch.setattr(cli, "CONVERSION_DIR", tmp_path / "nowhere")
-    for name in ("convert", "export", "serve-mirror"):
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main([name, "--help"])
-        assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"nowhere/convert_glm_megatron\.py, which is missing"):
-        cli.main(["megatron-merge", "--help"])

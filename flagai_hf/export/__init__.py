@@ -7,7 +7,7 @@
   trust_remote_code=True)`` loads with ``HF_HUB_OFFLINE=1``; `place_in_mirror(folder, "ORG/NAME", dir)` and
   `HubMirror(dir)`: a static mirror to point ``HF_ENDPOINT`` at.
 
-Command lines: ``conversion/export_hub.py`` and ``conversion/serve_mirror.py``.
+Command lines: ``flagai-hf export`` and ``flagai-hf serve-mirror`` (``flagai_hf/conversion/``).
 """
 
 from .hub_folder import export_for_hub, family_heads, model_auto_map, tokenizer_auto_map

@@ -7,7 +7,7 @@
 
   ``<cache>`` is ``HF_HUB_CACHE`` (default ``$HF_HOME/hub``); ``cache_dir=`` of ``from_pretrained`` works as well.
 - `place_in_mirror`: ``<mirror>/ORG/NAME/...``, a directory that `flagai_hf.export.mirror.HubMirror` (or
-  ``conversion/serve_mirror.py``) serves as an ``HF_ENDPOINT``.
+  ``flagai-hf serve-mirror``) serves as an ``HF_ENDPOINT``.
 
 The revision is a digest of the folder's file names and contents, so the same export gets the same revision.
 """

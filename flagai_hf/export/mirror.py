@@ -14,7 +14,7 @@ for a directory, so a client cache notices a re-export. Repos come from a direct
 (see `flagai_hf.export.hub_layout.place_in_mirror`) or from a mapping ``{"ORG/NAME": {file: bytes}}`` (read at each
 request, so it may change while serving). Bind it to 127.0.0.1 (the default): it has no authentication.
 
-    with HubMirror("mirror_dir") as mirror:          # or: python conversion/serve_mirror.py mirror_dir --port 8080
+    with HubMirror("mirror_dir") as mirror:          # or: flagai-hf serve-mirror mirror_dir --port 8080
         os.environ["HF_ENDPOINT"] = mirror.url       # before huggingface_hub is imported (it reads it once)
 """
 

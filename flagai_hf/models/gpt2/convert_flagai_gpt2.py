@@ -13,7 +13,7 @@ has ``c_attn``, ``attn.c_proj``, ``mlp.c_fc`` and ``mlp.c_proj`` weights transpo
 transformers checkpoints (``attn.bias``, ``attn.masked_bias``) are dropped. Our own names map to themselves.
 
 ``GPT2_FLAGAI_LAYOUT`` writes a model back in FlagAI's layout (its names, Linear layout, ``lm_head.weight`` = the word
-embeddings) for ``conversion/convert.py --to flagai``.
+embeddings) for ``flagai-hf convert --to flagai``.
 """
 
 import re
