@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed  # noqa: E402
+from transformers import TrainingArguments, set_seed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without `pip install -e .`
@@ -139,16 +139,7 @@ def train_run(run: str, args, tokenizer, train_features, eval_features, label2id
         dataloader_num_workers=0,
         disable_tqdm=args.no_progress,
     )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100),
-        train_dataset=train_features,
-        eval_dataset=eval_features,
-        processing_class=tokenizer,
-        compute_metrics=tagging.make_compute_metrics(id2label),
-        preprocess_logits_for_metrics=tagging.argmax_logits,
-    )
+    trainer = tagging.tagging_trainer(model, training_args, tokenizer, train_features, eval_features, id2label)
     start = time.perf_counter()
     train_result = trainer.train()
     train_seconds = time.perf_counter() - start
@@ -229,10 +220,7 @@ def main(argv=None) -> dict:
     entities = tag_without_flagai_hf(model_dir, args.sentence)
     print(f"\nsaved {best_run} model to {model_dir}; pipeline('ner', trust_remote_code=True) in a process without "
           f"flagai_hf on:\n  {args.sentence}")
-    for e in entities:
-        print(f"  {e['entity_group']:<12} {e['text']!r:<24} score {e['score']:.3f}")
-    if not entities:
-        print("  (no entities)")
+    tagging.print_entities(entities)
 
     total_seconds = time.perf_counter() - start
     metrics = {

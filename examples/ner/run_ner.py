@@ -36,8 +36,6 @@ import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForTokenClassification,
     AutoTokenizer,
-    DataCollatorForTokenClassification,
-    Trainer,
     TrainingArguments,
     pipeline,
     set_seed,
@@ -56,7 +54,7 @@ _data = load_module("flagai_examples_ner_data", os.path.join(os.path.dirname(os.
 LABELS, load_msra_train, load_msra_test = _data.LABELS, _data.load_msra_train, _data.load_msra_test
 _tagging = load_module("flagai_examples_ner_tagging", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                    "tagging.py"))
-encode, make_compute_metrics, argmax_logits = _tagging.encode, _tagging.make_compute_metrics, _tagging.argmax_logits
+encode, tagging_trainer, print_entities = _tagging.encode, _tagging.tagging_trainer, _tagging.print_entities
 
 # A held-out sentence (msra_test.txt #413) with PER, LOC and ORG entities.
 DEFAULT_SENTENCE = "又讯中国国家主席江泽民1日上午应邀在美国著名学府哈佛大学发表重要演讲。"
@@ -192,16 +190,7 @@ def main(argv=None) -> dict:
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter gets a gradient; True costs a graph traversal per step
     )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100),
-        train_dataset=train_features,
-        eval_dataset=eval_features,
-        processing_class=tokenizer,
-        compute_metrics=make_compute_metrics(id2label),
-        preprocess_logits_for_metrics=argmax_logits,
-    )
+    trainer = tagging_trainer(model, training_args, tokenizer, train_features, eval_features, id2label)
     t_train = time.perf_counter()
     train_result = trainer.train()
     train_seconds = time.perf_counter() - t_train
@@ -242,10 +231,7 @@ def main(argv=None) -> dict:
         for e in ner(args.sentence)
     ]
     print(f"pipeline('ner') on: {args.sentence}")
-    for e in entities:
-        print(f"  {e['entity_group']:<4} {e['text']:<12} [{e['start']}:{e['end']}]  score {e['score']:.3f}")
-    if not entities:
-        print("  (no entities)")
+    print_entities(entities)
 
     total_seconds = time.perf_counter() - t_start
     metrics = {

@@ -6,12 +6,15 @@
 * ``make_compute_metrics``: ``Trainer``'s ``compute_metrics`` with seqeval's entity-level precision / recall / F1
   (CoNLL matching) and F1 per entity type;
 * ``argmax_logits``: ``preprocess_logits_for_metrics`` that keeps the argmax only, so evaluation does not hold every
-  ``(B, T, labels)`` logit tensor.
+  ``(B, T, labels)`` logit tensor;
+* ``tagging_trainer``: the ``Trainer`` of a token classifier with all of the above;
+* ``print_entities``: a pipeline's entities, one per line.
 """
 
 from __future__ import annotations
 
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+from transformers import DataCollatorForTokenClassification, Trainer
 
 
 def encode(sentences, tokenizer, label2id, max_length):
@@ -78,3 +81,26 @@ def argmax_logits(logits, labels):
     if isinstance(logits, tuple):
         logits = logits[0]
     return logits.argmax(-1)
+
+
+def tagging_trainer(model, training_args, tokenizer, train_features, eval_features, id2label) -> Trainer:
+    """``Trainer`` for a token classifier: padding collator (labels padded with -100), entity-level metrics."""
+    return Trainer(
+        model=model,
+        args=training_args,
+        data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100),
+        train_dataset=train_features,
+        eval_dataset=eval_features,
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(id2label),
+        preprocess_logits_for_metrics=argmax_logits,
+    )
+
+
+def print_entities(entities: list[dict]) -> None:
+    """``[{"entity_group", "text", "start", "end", "score"}]`` one per line, or ``(no entities)``."""
+    width = max((len(e["entity_group"]) for e in entities), default=0)
+    for e in entities:
+        print(f"  {e['entity_group']:<{width}}  {e['text']!r:<24} [{e['start']}:{e['end']}]  score {e['score']:.3f}")
+    if not entities:
+        print("  (no entities)")
