@@ -94,8 +94,9 @@ def trainer_arguments(args, total_steps: int, eval_steps: int, evaluate: bool = 
                       arguments_class: type[TrainingArguments] = TrainingArguments, **extra) -> TrainingArguments:
     """The examples' CPU ``TrainingArguments`` (or ``arguments_class``, e.g. ``Seq2SeqTrainingArguments``) from the
     shared command-line options: linear schedule with warm-up, the held-out loss every ``eval_steps`` when
-    ``evaluate``, logs every ``--logging-steps``, no checkpoints (the scripts save the final model themselves)."""
-    return arguments_class(
+    ``evaluate``, logs every ``--logging-steps``, no checkpoints (the scripts save the final model themselves).
+    ``extra`` adds or replaces arguments (e.g. ``prediction_loss_only=False`` for a script with ``compute_metrics``)."""
+    arguments = dict(
         output_dir=os.path.join(args.output_dir, "trainer"),
         use_cpu=True,
         report_to="none",
@@ -115,8 +116,8 @@ def trainer_arguments(args, total_steps: int, eval_steps: int, evaluate: bool = 
         logging_steps=max(1, min(args.logging_steps, total_steps)),
         save_strategy="no",
         dataloader_num_workers=0,
-        **extra,
     )
+    return arguments_class(**(arguments | extra))
 
 
 def train_with_history(trainer) -> tuple:

@@ -34,14 +34,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from transformers import TrainingArguments, set_seed  # noqa: E402
+from transformers import set_seed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if importlib.util.find_spec("flagai_hf") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.append(os.path.join(HERE, ".."))  # examples/, for example_common and plot_metrics
 
-from example_common import load_module  # noqa: E402
+from example_common import load_module, trainer_arguments  # noqa: E402
 
 from flagai_hf import BertForSequenceLabeling, FlagAIBertConfig, FlagAIBertTokenizer  # noqa: E402
 
@@ -65,7 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_steps", type=int, default=-1, help="training steps per run; > 0 overrides --epochs")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate of both runs")
+    p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--warmup", type=float, default=0.1, help="warm-up steps (>= 1) or fraction of the steps (< 1)")
+    p.add_argument("--logging_steps", type=int, default=10, help="training-loss logging interval")
     p.add_argument("--evaluations", type=int, default=6, help="held-out scorings per run (the last at the end)")
     p.add_argument("--runs", default=",".join(RUNS),
                    help="which starts to train, comma separated: pretrained, scratch")
@@ -117,28 +119,10 @@ def train_run(run: str, args, tokenizer, train_features, eval_features, label2id
     steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.epochs)
     eval_steps = max(1, math.ceil(total_steps / max(1, args.evaluations)))
-    training_args = TrainingArguments(
-        output_dir=os.path.join(args.output_dir, "trainer", run),
-        use_cpu=True,
-        report_to="none",
-        seed=args.seed,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=args.learning_rate,
-        weight_decay=0.01,
-        warmup_steps=args.warmup,
-        lr_scheduler_type="linear",
-        train_sampling_strategy="group_by_length",
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        logging_strategy="steps",
-        logging_steps=max(1, min(10, total_steps)),
-        save_strategy="no",
-        dataloader_num_workers=0,
-        disable_tqdm=args.no_progress,
-    )
+    training_args = trainer_arguments(  # per run: its own output folder; entity F1 needs the predictions
+        args, total_steps, eval_steps, output_dir=os.path.join(args.output_dir, "trainer", run),
+        per_device_eval_batch_size=64, prediction_loss_only=False, train_sampling_strategy="group_by_length",
+        disable_tqdm=args.no_progress)
     trainer = tagging.tagging_trainer(model, training_args, tokenizer, train_features, eval_features, id2label)
     start = time.perf_counter()
     train_result = trainer.train()
