@@ -59,3 +59,23 @@ def test_context_manager_and_bad_mode():
     model.state_dict()
     with pytest.raises(ValueError, match="mode"):
         quantize_linear_weights(model, "fp8")
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_tiny_gpt2_and_bert(mode):
+    from flagai_hf import FlagAIBertConfig, FlagAIGPT2Config, BertForMaskedLM, GPT2LMHeadModel
+    torch.manual_seed(0)
+    models = [GPT2LMHeadModel(FlagAIGPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32)),
+              BertForMaskedLM(FlagAIBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=32))]
+    ids = torch.randint(0, 50, (2, 7))
+    for model in models:
+        model.eval()
+        with torch.no_grad():
+            fp32 = model(input_ids=ids).logits
+            with low_precision_linear_weights(model, mode) as count:
+                assert count > 0
+                low = model(input_ids=ids).logits
+            again = model(input_ids=ids).logits
+        assert (low - fp32).abs().max() < 0.1
+        assert torch.equal(again, fp32)
