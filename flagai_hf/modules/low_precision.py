@@ -47,7 +47,12 @@ def _quantized_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # (
                            "gradient: call dequantize_linear_weights(model) to train")
     flat = x.reshape(-1, x.shape[-1])  # (N, in)
     if module._lp_mode == "bf16":
-        out = nn.functional.linear(flat.to(torch.bfloat16), module._lp_weight).to(x.dtype)  # fp32 accumulation
+        flat = flat.to(torch.bfloat16)
+        if module._lp_weight.is_mkldnn:  # oneDNN blocked layout, as pack_linear_weights uses: ~2x at batch 1-8
+            out = torch.ops.mkldnn._linear_pointwise(flat, module._lp_weight, None, "none", [], "")
+        else:
+            out = nn.functional.linear(flat, module._lp_weight)  # fp32 accumulation
+        out = out.to(x.dtype)
     else:
         # bf16 activations and scales: torch's fast CPU path (its fp32-input path is ~10x slower than fp32 matmul)
         out = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16).contiguous(), module._lp_weight,
@@ -78,7 +83,10 @@ def quantize_linear_weights(model: nn.Module, mode: str) -> int:
         module._lp_original = {"weight": module.weight, "bias": module.bias}
         module._lp_mode = mode
         if mode == "bf16":
-            module._lp_weight, module._lp_scales = weight.to(torch.bfloat16).contiguous(), None
+            bf16 = weight.to(torch.bfloat16).contiguous()
+            if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                bf16 = torch.ops.mkldnn._reorder_linear_weight(bf16, 1)  # batch-size hint 1
+            module._lp_weight, module._lp_scales = bf16, None
         else:
             module._lp_weight, module._lp_scales = _int8_weight(weight)
         module._lp_bias = None if module.bias is None else module.bias.detach()
