@@ -1,0 +1,119 @@
+"""Optional low-precision inference for the package's ``Linear`` layers (off by default; fp32 is never changed
+unless you call this).
+
+``quantize_linear_weights(model, "bf16")`` stores each ``Linear`` weight as bf16 and runs the product in bf16 with
+fp32 accumulation (oneDNN), casting the output back to the input's dtype, so activations stay fp32 outside the
+linears. ``quantize_linear_weights(model, "int8")`` stores weight-only int8 with one fp32 scale per output channel
+(symmetric, ``scale = max|w_row| / 127``, kept as bf16) and runs ``torch.ops.aten._weight_int8pack_mm``. ``dequantize_linear_weights``
+(or leaving the ``low_precision_linear_weights`` block) restores the original fp32 parameters bitwise (the originals
+are kept aside, so this path saves no memory; it is about speed).
+
+Tied weights (an lm_head that shares the word-embedding table) are left in fp32: the table is also read as an
+embedding. Quantized layers have no gradient (a clear error when a forward needs one) and a quantized model refuses
+``state_dict()`` (dequantize first), so no low-precision weights are ever saved by accident.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .linear import Linear
+
+MODES = ("bf16", "int8")
+
+
+def _shared_parameter_ids(model: nn.Module) -> set[int]:
+    counts: dict[int, int] = {}
+    for module in model.modules():
+        for param in module._parameters.values():
+            if param is not None:
+                counts[id(param)] = counts.get(id(param), 0) + 1
+    return {key for key, count in counts.items() if count > 1}
+
+
+def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) fp32 -> int8 (out, in) and bf16 per-output-channel scales (out,)."""
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scales.to(torch.bfloat16).contiguous()
+
+
+def _quantized_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError(f"This Linear layer is quantized ({module._lp_mode}, quantize_linear_weights) and has no "
+                           "gradient: call dequantize_linear_weights(model) to train")
+    flat = x.reshape(-1, x.shape[-1])  # (N, in)
+    if module._lp_mode == "bf16":
+        flat = flat.to(torch.bfloat16)
+        if module._lp_weight.is_mkldnn:  # oneDNN blocked layout, as pack_linear_weights uses: ~2x at batch 1-8
+            out = torch.ops.mkldnn._linear_pointwise(flat, module._lp_weight, None, "none", [], "")
+        else:
+            out = nn.functional.linear(flat, module._lp_weight)  # fp32 accumulation
+        out = out.to(x.dtype)
+    else:
+        # bf16 activations and scales: torch's fast CPU path (its fp32-input path is ~10x slower than fp32 matmul)
+        out = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16).contiguous(), module._lp_weight,
+                                                 module._lp_scales).to(x.dtype)
+    if module._lp_bias is not None:
+        out = out + module._lp_bias
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _refuse_state_dict(module, *args, **kwargs):
+    raise RuntimeError("This model has quantized Linear weights (quantize_linear_weights): call "
+                       "dequantize_linear_weights(model) before state_dict()/save_pretrained")
+
+
+def quantize_linear_weights(model: nn.Module, mode: str) -> int:
+    """Quantize every unshared ``Linear`` weight of ``model`` for inference; ``mode`` is "bf16" or "int8".
+    Returns the number of quantized layers."""
+    if mode not in MODES:
+        raise ValueError(f"quantize_linear_weights: mode must be one of {MODES}; got {mode!r}")
+    shared = _shared_parameter_ids(model)
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, Linear) or hasattr(module, "_lp_mode") or id(module.weight) in shared:
+            continue
+        weight = module.weight.detach()
+        if weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.is_mkldnn:
+            continue
+        module._lp_original = {"weight": module.weight, "bias": module.bias}
+        module._lp_mode = mode
+        if mode == "bf16":
+            bf16 = weight.to(torch.bfloat16).contiguous()
+            if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                bf16 = torch.ops.mkldnn._reorder_linear_weight(bf16, 1)  # batch-size hint 1
+            module._lp_weight, module._lp_scales = bf16, None
+        else:
+            module._lp_weight, module._lp_scales = _int8_weight(weight)
+        module._lp_bias = None if module.bias is None else module.bias.detach()
+        module.forward = _quantized_forward.__get__(module)
+        module._lp_hook = module.register_state_dict_pre_hook(_refuse_state_dict)
+        count += 1
+    return count
+
+
+def dequantize_linear_weights(model: nn.Module) -> int:
+    """Undo ``quantize_linear_weights``: the original fp32 parameters back (bitwise). Returns the layer count."""
+    count = 0
+    for module in model.modules():
+        if not hasattr(module, "_lp_mode"):
+            continue
+        module._lp_hook.remove()
+        for name in ("forward", "_lp_mode", "_lp_weight", "_lp_scales", "_lp_bias", "_lp_hook", "_lp_original"):
+            module.__dict__.pop(name, None)
+        count += 1
+    return count
+
+
+@contextmanager
+def low_precision_linear_weights(model: nn.Module, mode: str):
+    """``with low_precision_linear_weights(model, "int8"): model.generate(...)``; yields the layer count."""
+    count = quantize_linear_weights(model, mode)
+    try:
+        yield count
+    finally:
+        dequantize_linear_weights(model)
