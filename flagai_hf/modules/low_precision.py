@@ -4,13 +4,15 @@ unless you call this).
 ``quantize_linear_weights(model, "bf16")`` stores each ``Linear`` weight as bf16 and runs the product in bf16 with
 fp32 accumulation (oneDNN), casting the output back to the input's dtype, so activations stay fp32 outside the
 linears. ``quantize_linear_weights(model, "int8")`` stores weight-only int8 with one fp32 scale per output channel
-(symmetric, ``scale = max|w_row| / 127``, kept as bf16) and runs ``torch.ops.aten._weight_int8pack_mm``. ``dequantize_linear_weights``
-(or leaving the ``low_precision_linear_weights`` block) restores the original fp32 parameters bitwise (the originals
-are kept aside, so this path saves no memory; it is about speed).
+(symmetric, ``scale = max|w_row| / 127``, kept as bf16) and runs ``torch.ops.aten._weight_int8pack_mm``.
+``dequantize_linear_weights`` (or leaving the ``low_precision_linear_weights`` block) drops the low-precision copies:
+the fp32 parameters are never changed, so the model is bitwise what it was (and this path saves no memory; it is
+about speed).
 
-Tied weights (an lm_head that shares the word-embedding table) are left in fp32: the table is also read as an
-embedding. Quantized layers have no gradient (a clear error when a forward needs one) and a quantized model refuses
-``state_dict()`` (dequantize first), so no low-precision weights are ever saved by accident.
+A tied output projection (an lm_head sharing the word-embedding table) is quantized too: its low-precision copy is
+the layer's own, and the embedding keeps reading the fp32 parameter. Quantized layers have no gradient (a clear error
+when a forward needs one) and a quantized model refuses ``state_dict()`` (dequantize first), so no low-precision
+weights are ever saved by accident.
 """
 
 from __future__ import annotations
@@ -23,15 +25,6 @@ from torch import nn
 from .linear import Linear
 
 MODES = ("bf16", "int8")
-
-
-def _shared_parameter_ids(model: nn.Module) -> set[int]:
-    counts: dict[int, int] = {}
-    for module in model.modules():
-        for param in module._parameters.values():
-            if param is not None:
-                counts[id(param)] = counts.get(id(param), 0) + 1
-    return {key for key, count in counts.items() if count > 1}
 
 
 def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,19 +61,17 @@ def _refuse_state_dict(module, *args, **kwargs):
 
 
 def quantize_linear_weights(model: nn.Module, mode: str) -> int:
-    """Quantize every unshared ``Linear`` weight of ``model`` for inference; ``mode`` is "bf16" or "int8".
+    """Quantize every CPU float32 ``Linear`` weight of ``model`` for inference; ``mode`` is "bf16" or "int8".
     Returns the number of quantized layers."""
     if mode not in MODES:
         raise ValueError(f"quantize_linear_weights: mode must be one of {MODES}; got {mode!r}")
-    shared = _shared_parameter_ids(model)
     count = 0
     for module in model.modules():
-        if not isinstance(module, Linear) or hasattr(module, "_lp_mode") or id(module.weight) in shared:
+        if not isinstance(module, Linear) or hasattr(module, "_lp_mode"):
             continue
         weight = module.weight.detach()
         if weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.is_mkldnn:
             continue
-        module._lp_original = {"weight": module.weight, "bias": module.bias}
         module._lp_mode = mode
         if mode == "bf16":
             bf16 = weight.to(torch.bfloat16).contiguous()
@@ -103,7 +94,7 @@ def dequantize_linear_weights(model: nn.Module) -> int:
         if not hasattr(module, "_lp_mode"):
             continue
         module._lp_hook.remove()
-        for name in ("forward", "_lp_mode", "_lp_weight", "_lp_scales", "_lp_bias", "_lp_hook", "_lp_original"):
+        for name in ("forward", "_lp_mode", "_lp_weight", "_lp_scales", "_lp_bias", "_lp_hook"):
             module.__dict__.pop(name, None)
         count += 1
     return count

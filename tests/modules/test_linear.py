@@ -91,6 +91,36 @@ def test_training_forward_onednn_gradients_equal_f_linear(shape, bias):
 
 
 @needs_onednn
+def test_backward_products_take_onednn_and_equal_f_linear():
+    layer, reference = make_layer()
+    x = torch.randn(6, 5, 48).transpose(0, 1).requires_grad_()  # (5, 6, 48), not contiguous
+    x_ref = x.detach().clone().requires_grad_()
+    out = layer(x)
+    with onednn_calls() as op:
+        out.square().sum().backward()
+    assert op.call_count == 2  # grad @ W and grad^T @ x
+    reference(x_ref).square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_backward_of_an_empty_batch_and_a_differentiable_backward():
+    layer, reference = make_layer()
+    empty = torch.randn(0, 48, requires_grad=True)
+    layer(empty).sum().backward()
+    assert empty.grad.shape == (0, 48) and not layer.weight.grad.any()
+    layer.zero_grad()
+    x = torch.randn(4, 48, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    (grad_x,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)  # a gradient penalty
+    (grad_ref,) = torch.autograd.grad(reference(x_ref).square().sum(), x_ref, create_graph=True)
+    grad_x.square().sum().backward()
+    grad_ref.square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
 def test_gradients_only_where_needed():
     layer, _ = make_layer()
     layer.weight.requires_grad_(False)

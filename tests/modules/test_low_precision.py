@@ -3,8 +3,11 @@ import torch
 from torch import nn
 
 from flagai_hf.modules.linear import Linear
-from flagai_hf.modules.low_precision import (dequantize_linear_weights, low_precision_linear_weights,
-                                             quantize_linear_weights)
+from flagai_hf.modules.low_precision import (
+    dequantize_linear_weights,
+    low_precision_linear_weights,
+    quantize_linear_weights,
+)
 
 
 def _model():
@@ -62,12 +65,21 @@ def test_context_manager_and_bad_mode():
 
 
 @pytest.mark.parametrize("mode", ["bf16", "int8"])
-def test_tiny_gpt2_and_bert(mode):
-    from flagai_hf import FlagAIBertConfig, FlagAIGPT2Config, BertForMaskedLM, GPT2LMHeadModel
+def test_tiny_gpt2_bert_and_glm(mode):
+    from flagai_hf import (
+        BertForMaskedLM,
+        FlagAIBertConfig,
+        FlagAIGPT2Config,
+        GLMConfig,
+        GLMForConditionalGeneration,
+        GPT2LMHeadModel,
+    )
     torch.manual_seed(0)
     models = [GPT2LMHeadModel(FlagAIGPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32)),
               BertForMaskedLM(FlagAIBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                               num_attention_heads=2, intermediate_size=32))]
+                                               num_attention_heads=2, intermediate_size=32)),
+              GLMForConditionalGeneration(GLMConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, max_position_embeddings=32))]
     ids = torch.randint(0, 50, (2, 7))
     for model in models:
         model.eval()
@@ -76,6 +88,10 @@ def test_tiny_gpt2_and_bert(mode):
             with low_precision_linear_weights(model, mode) as count:
                 assert count > 0
                 low = model(input_ids=ids).logits
+                if isinstance(model, GPT2LMHeadModel):  # the tied lm_head is quantized, the embedding table is not
+                    assert model.lm_head._lp_mode == mode
+                    assert model.lm_head.weight is model.get_input_embeddings().weight
+                    assert model.lm_head.weight.dtype == torch.float32
             again = model(input_ids=ids).logits
         assert (low - fp32).abs().max() < 0.1
         assert torch.equal(again, fp32)
