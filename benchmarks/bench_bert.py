@@ -8,8 +8,8 @@
 Workloads: inference forward at 8x128 and 1x512 tokens, fp32 and bf16, eager and sdpa attention; one training step
 (forward + backward + AdamW) of 7-label token classification at 16x128 and 8x128, fp32, sdpa. Before any timing the
 outputs of both sides are compared (fp32: max abs diff <= 1e-4, else the run stops). Peak memory is measured per
-(side, workload) in a fresh subprocess (see benchmarks/README.md). ``ratio = reference time / our time``: >= 1.0 means ours is not
-slower; differences under 5-7% are noise on this machine.
+(side, workload) in a fresh subprocess (see benchmarks/README.md). ``ratio = reference time / our time``: >= 1.0
+means ours is not slower; differences under 5-7% are noise on this machine.
 """
 
 from __future__ import annotations
