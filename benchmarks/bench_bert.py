@@ -245,9 +245,10 @@ def run_timings(selected: list[Workload], folder: Path, warmup: int, repeats: in
     fp32_reference: dict = {}
     precision = common.fp32_matmul_precision()
     groups: dict[tuple, list[Workload]] = {}
-    for workload in selected:
-        groups.setdefault((workload.kind, workload.dtype, workload.impl), []).append(workload)
-    for (kind, dtype, impl), group in groups.items():
+    for workload in selected:  # training updates the weights: each training workload starts from fresh models
+        shape = (workload.batch, workload.seq) if workload.kind == "train" else ()
+        groups.setdefault((workload.kind, workload.dtype, workload.impl, *shape), []).append(workload)
+    for (kind, dtype, impl, *_), group in groups.items():
         start = time.perf_counter()
         ours = load_model("ours", kind, impl, dtype, folder)
         ref = load_model("ref", kind, impl, dtype, folder)
