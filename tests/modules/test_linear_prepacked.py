@@ -6,20 +6,14 @@ import copy
 
 import pytest
 import torch
+from test_linear import make_layer, needs_onednn  # the (Linear, nn.Linear) pair with one state dict
 from torch import nn
 
 from flagai_hf import FlagAIGPT2Config, GPT2Model
 from flagai_hf.modules import linear as linear_module
 from flagai_hf.modules.linear import Linear, prepack_linear_weights, prepacked_linear_weights
 
-pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
-
-
-def make_layer(bias=True):
-    layer = Linear(48, 80, bias=bias)
-    reference = nn.Linear(48, 80, bias=bias)
-    reference.load_state_dict(layer.state_dict())
-    return layer, reference
+pytestmark = needs_onednn
 
 
 def packed_copy(layer):
