@@ -29,7 +29,7 @@ def reorders():
     return mock.patch.object(torch.ops.mkldnn, "_reorder_linear_weight", side_effect=real)
 
 
-@pytest.mark.parametrize("shape", [(1, 48), (8, 48), (3, 7, 48), (48,)])
+@pytest.mark.parametrize("shape", [(1, 48), (8, 48), (3, 7, 48), (48,), (0, 48)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_prepacked_inference_equals_f_linear(shape, bias):
     layer, reference = make_layer(bias)
