@@ -14,6 +14,12 @@ AdamW) at 8x128; greedy generation of 64 new tokens from a 32-token prompt at ba
 Our linear layers run CPU float32 forwards through oneDNN (``flagai_hf/modules/linear.py``); ``--aten-linear``
 turns that off (``use_onednn_for_cpu(False)``), so both sides use the same matmul kernel and the ratio
 shows the rest of the implementation alone.
+
+Generation also times ``prepacked``: our model with ``prepack_linear_weights`` (fp32 weights served from a copy in
+oneDNN's blocked layout; a twin of our model sharing its parameters, so +0.5 GB for the copies), checked for the same
+tokens, and prints milliseconds per new token (``ms/token`` = median time / new tokens, prompt included) for all three.
+
+    PYTHONPATH=. python benchmarks/bench_gpt2.py --only generate   # the decode figures alone (~2 min idle)
 """
 
 from __future__ import annotations
@@ -125,6 +131,16 @@ def workload_fn(model, workload: Workload, inputs: dict):
     return run
 
 
+def prepacked_twin(model):
+    """A copy of ``model``'s modules sharing its parameters, whose Linear layers serve inference from prepacked
+    fp32 weights (``prepack_linear_weights``); ``model`` itself stays plain."""
+    from flagai_hf.modules.linear import prepack_linear_weights
+
+    twin = copy.deepcopy(model, memo={id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]})
+    prepack_linear_weights(twin)
+    return twin
+
+
 def check(workload: Workload, ours, ref, vocab_size: int) -> str:
     """Outputs agree before anything is timed (training: loss with dropout off, before any update)."""
     inputs = make_inputs(workload, vocab_size)
@@ -167,7 +183,7 @@ def main(argv=None) -> int:
         print(f"WARNING: {warning}", flush=True)
 
     selected = [w for w in workloads(args.quick) if not args.only or any(text in w.name for text in args.only)]
-    rows, results = [], []
+    rows, results, decode_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         ours, ref = load_pair(Path(tmp), size)
         vocab = SIZES[size]["vocab_size"]
@@ -178,9 +194,15 @@ def main(argv=None) -> int:
             # Training updates the weights: it runs on copies, so later workloads still compare equal models.
             pair = (copy.deepcopy(ours), copy.deepcopy(ref)) if workload.kind == "train" else (ours, ref)
             sides = {"ours": workload_fn(pair[0], workload, inputs), "ref": workload_fn(pair[1], workload, inputs)}
+            if workload.kind == "generate":
+                twin = prepacked_twin(ours)
+                print(f"  check {workload.name} prepacked: {check(workload, twin, ref, vocab)}", flush=True)
+                sides["prepacked"] = workload_fn(twin, workload, inputs)
             timings = common.alternate(sides, warmup=warmup, repeats=repeats)
             del pair, sides
+            twin = None
             o, r = timings["ours"], timings["ref"]
+            p = timings.get("prepacked")
             ratio = r.median / o.median
             verdict = "ours faster" if ratio >= 1 + NOISE else "OURS SLOWER" if ratio <= 1 - NOISE else "same (noise)"
             rows.append({"workload": workload.name, "ours_s": f"{o.median:.3f}", "ref_s": f"{r.median:.3f}",
@@ -188,12 +210,26 @@ def main(argv=None) -> int:
                          "ref_tps": f"{workload.tokens / r.median:,.1f}",
                          "ratio": f"{ratio:.3f}", "ratio_cpu": f"{r.cpu_median / o.cpu_median:.3f}",
                          "verdict": verdict})
-            results.append({"workload": workload.name, "ours": o, "ref": r})
+            if workload.kind == "generate":
+                per_token = {name: f"{1000 * timing.median / workload.new_tokens:.1f}"
+                             for name, timing in timings.items()}
+                decode_rows.append({"workload": workload.name, "ours_ms": per_token["ours"],
+                                    "prepacked_ms": per_token["prepacked"], "ref_ms": per_token["ref"],
+                                    "ratio": f"{r.median / p.median:.3f}",
+                                    "ratio_cpu": f"{r.cpu_median / p.cpu_median:.3f}",
+                                    "prepack_gain": f"{o.median / p.median:.3f}"})
+            results.append({"workload": workload.name, **timings})
             print(f"  {workload.name}: ours {o.median:.3f} s, ref {r.median:.3f} s, ratio {ratio:.3f}", flush=True)
     print()
     print(common.format_table(rows, [("workload", "workload"), ("ours_s", "ours s"), ("ref_s", "ref s"),
                                      ("ours_tps", "ours tok/s"), ("ref_tps", "ref tok/s"), ("ratio", "ratio"),
                                      ("ratio_cpu", "ratio(cpu)"), ("verdict", "verdict")]))
+    if decode_rows:
+        print("\nms per new token (greedy decode; prepacked = prepack_linear_weights):")
+        print(common.format_table(decode_rows, [("workload", "workload"), ("ours_ms", "ours ms/tok"),
+                                                ("prepacked_ms", "prepacked ms/tok"), ("ref_ms", "ref ms/tok"),
+                                                ("ratio", "ref/prepacked"), ("ratio_cpu", "ref/prepacked(cpu)"),
+                                                ("prepack_gain", "ours/prepacked")]))
     print(f"\nratio = reference median / our median (>= 1.0: ours not slower; within +-{NOISE:.0%}: noise). "
           "Generation tok/s counts new tokens only. "
           f"Load average at the end: {common.load_average()}.")

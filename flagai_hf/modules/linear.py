@@ -26,7 +26,19 @@ every ``Linear`` weight of a model that is a CPU bf16 tensor, not shared with an
 place (one weight at a time, so memory grows by one weight at most), and back. Packed layers are inference-only
 (their parameters are frozen while packed, and a forward that needs gradients is refused); ``linear`` sends them to
 oneDNN's kernel. Their state dict holds oneDNN tensors, so save after unpacking. Other layers are unaffected.
+
+float32 decoding: ``prepack_linear_weights(model)`` (or ``with prepacked_linear_weights(model):``) lets each fp32
+``Linear`` keep, beside its parameter, a copy of its weight reordered once into oneDNN's blocked layout (reordered for
+8 rows; measured at 1 thread: a batch-8 768 -> 3072 product 0.43 -> 0.23 ms, GPT-2's 50257-row output projection at
+batch 1 6.4 -> 4.0 ms, at 8 rows 11.0 -> 6.0 ms; no change at 256 rows). Inference forwards (no gradient needed)
+take the copy; training forwards use the parameter. The copy is made again when the weight changes: another
+parameter, an in-place update (``load_state_dict``, an optimizer step: ``_version``), other storage, dtype or device.
+Writes through ``weight.data`` bypass the version counter: call ``prepack_linear_weights`` again after those. The
+state dict is untouched (the copy is no parameter or buffer; ``deepcopy`` and pickling drop it). It is opt-in because
+it costs a second copy of every fp32 weight it serves (GPT-2 small: +0.5 GB) and pays only for decoding-sized inputs.
 """
+
+import weakref
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,6 +135,9 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, names, initialisation and state dict) whose forward is ``linear`` above."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        prepacked = self.__dict__.get("_prepacked")  # prepack_linear_weights (see the module docstring)
+        if prepacked is not None and _takes_prepacked_path(x, self.weight, self.bias):
+            return _packed_linear(x, prepacked.packed_for(self.weight), self.bias)
         return linear(x, self.weight, self.bias)
 
 
@@ -197,3 +212,68 @@ def packed_linear_weights(model: nn.Module):
         yield count
     finally:
         unpack_linear_weights(model)
+
+
+_PREPACK_ROWS = 8  # oneDNN's row-count hint for the reorder: its layout for 8 rows also serves 1 row best (measured)
+
+
+class _PrepackedWeight:
+    """A ``Linear`` weight's copy in oneDNN's blocked fp32 layout and the state of the weight it was made from
+    (``prepack_linear_weights``); made again whenever that state changes."""
+
+    __slots__ = ("source", "state", "packed")
+
+    def __init__(self):
+        self.source, self.state, self.packed = None, None, None
+
+    def __deepcopy__(self, memo):  # a copied module packs its own (copied) weight on first use
+        return _PrepackedWeight()
+
+    def __reduce__(self):  # pickling (torch.save of a module) drops the copy
+        return _PrepackedWeight, ()
+
+    def packed_for(self, weight: torch.Tensor) -> torch.Tensor:
+        state = (weight._version, weight.data_ptr(), weight.dtype, weight.device, weight.shape)
+        if self.source is None or self.source() is not weight or self.state != state:
+            self.packed = None  # free the stale copy before making the new one
+            with torch.no_grad():
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PREPACK_ROWS)
+            self.source, self.state = weakref.ref(weight), state  # a weak reference: a replaced weight is freed
+        return self.packed
+
+
+def _takes_prepacked_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """An inference forward that ``linear`` would send to oneDNN with a plain fp32 weight (not an inference-mode
+    tensor, which has no version counter to watch)."""
+    if weight.is_mkldnn or not _takes_onednn_path(x, weight) or weight.is_inference():
+        return False
+    if bias is not None and (type(bias) not in _PLAIN_TENSORS or bias.dtype != torch.float32):
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                             or (bias is not None and bias.requires_grad)))
+
+
+def prepack_linear_weights(model: nn.Module, enabled: bool = True) -> int:
+    """Let every ``Linear`` of ``model`` serve fp32 inference forwards from a copy of its weight in oneDNN's blocked
+    layout, made on first use and again after the weight changes (see the module docstring); ``enabled=False``
+    drops the copies. Calling it again also drops them (after writes through ``weight.data``). Returns how many
+    layers it set."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.__dict__.pop("_prepacked", None)
+            if enabled:
+                module.__dict__["_prepacked"] = _PrepackedWeight()
+            count += 1
+    return count
+
+
+@contextmanager
+def prepacked_linear_weights(model: nn.Module):
+    """``with prepacked_linear_weights(model): model.generate(...)``: fp32 weights served from oneDNN-layout copies
+    within the block (``prepack_linear_weights``), the copies freed after it. Yields the number of layers set."""
+    count = prepack_linear_weights(model)
+    try:
+        yield count
+    finally:
+        prepack_linear_weights(model, enabled=False)
