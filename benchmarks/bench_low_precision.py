@@ -7,9 +7,9 @@ our fp32 and transformers' fp32, with the quality each costs.
 
 1. **Decode speed**, batch 1, greedy, K/V cache: gpt2-small (random weights, shared with transformers'
    ``GPT2LMHeadModel``; 64 new tokens after 32) and GLM-large (random weights, blank filling, 32 new tokens after a
-   256-token context, the inputs of ``bench_glm.py``). One model instance per mode (fp32, bf16, int8, and
-   transformers fp32 for GPT-2), timed alternately; ``ms/token`` = total / new tokens; ``speed-up`` = our fp32 time /
-   this mode's time; ``vs transformers`` = transformers fp32 time / this mode's time.
+   256-token context, the inputs of ``bench_glm.py``). One model instance per mode (fp32, fp32 with prepacked
+   weights, bf16, int8, and transformers fp32 for GPT-2), timed alternately; ``ms/token`` = total / new tokens;
+   ``speed-up`` = our fp32 time / this mode's time; ``vs transformers`` = transformers fp32 time / this mode's time.
 2. **Quality of the generating models** (random weights, so read it as a numerical figure, not a language one): the
    fp32 greedy sequence is fed to each mode in one forward (teacher forcing); ``max |logit err|`` is the largest
    difference from fp32's logits over the generated positions (``rel`` divides by fp32's largest |logit|), ``top-1
@@ -36,13 +36,18 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 
-MODES = ("fp32", "bf16", "int8")
+MODES = ("fp32", "fp32 prepacked", "bf16", "int8")
 
 
 def quantized(model, mode: str):
+    """``model`` set up for ``mode``: as loaded (fp32), with prepacked fp32 weights (``prepack_linear_weights``), or
+    with bf16 / int8 linear weights (``quantize_linear_weights``)."""
+    from flagai_hf.modules.linear import prepack_linear_weights
     from flagai_hf.modules.low_precision import quantize_linear_weights
 
-    if mode != "fp32":
+    if mode == "fp32 prepacked":
+        prepack_linear_weights(model)
+    elif mode != "fp32":
         quantize_linear_weights(model, mode)
     return model
 

@@ -39,7 +39,6 @@ it costs a second copy of every fp32 weight it serves (GPT-2 small: +0.5 GB) and
 """
 
 import weakref
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 
