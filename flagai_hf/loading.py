@@ -173,18 +173,18 @@ def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) 
     )
 
 
-def read_weight_shapes(folder: Path, variant: str | None = None,
-                       root: Path | None = None) -> dict[str, torch.Tensor] | None:
+def read_weight_shapes(folder: Path, variant: str | None = None, root: Path | None = None,
+                       safetensors: bool = True) -> dict[str, torch.Tensor] | None:
     """The folder's tensors as meta tensors (names, shapes, dtypes; no values read): the safetensors headers (single
     or sharded, the index followed as by ``read_weights``), or a zip-format pickle memory-mapped. ``None`` for a
     legacy (non-zip) pickle and the layouts only a family reader knows: their tensors must be read to be seen.
     ``variant``: transformers' weight-file variant (``model.fp16.safetensors``); ``root``: see ``shards.path_inside``
-    (the Hugging Face cache)."""
+    (the Hugging Face cache); ``safetensors=False``: the pickle only (``from_pretrained(use_safetensors=False)``)."""
     single = folder / variant_name("model.safetensors", variant)
-    if single.is_file():
+    if safetensors and single.is_file():
         return read_safetensors_shapes(single)
     index_name = variant_name(INDEX_NAME, variant)
-    if (folder / index_name).is_file():
+    if safetensors and (folder / index_name).is_file():
         return read_sharded_safetensors(folder, shapes_only=True, index_name=index_name, root=root)
     pickled = folder / variant_name("pytorch_model.bin", variant)
     if pickled.is_file() and zipfile.is_zipfile(pickled):
@@ -354,7 +354,7 @@ def check_folder_before_build(cls, name_or_path, kwargs: dict) -> None:
     ``check_config_against_checkpoint`` before anything is built. ``name_or_path`` is a local folder (its
     ``subfolder``) or a Hub id, whose config and weight files are first fetched into (or found in) the Hugging Face
     cache the way transformers fetches them (``hub_files_folder``), so transformers then reads the same files.
-    ``variant`` picks the weight files transformers picks. What it cannot judge the same way transformers will (a
+    ``variant`` and ``use_safetensors`` pick the weight files transformers picks. What it cannot judge the same way transformers will (a
     ``gguf_file`` or ``state_dict``, a config given as a path, no standard weight file, a Hub id that cannot be
     fetched, tensor names no key map knows) is left to transformers, which reports it."""
     if any(kwargs.get(name) is not None for name in ("gguf_file", "state_dict")):
@@ -372,7 +372,8 @@ def check_folder_before_build(cls, name_or_path, kwargs: dict) -> None:
         if found is None:
             return
         folder, root = found
-    shapes = read_weight_shapes(folder, variant=variant, root=root)
+    shapes = read_weight_shapes(folder, variant=variant, root=root,
+                                safetensors=kwargs.get("use_safetensors") is not False)
     if shapes is None:
         return
     config = kwargs.get("config")

@@ -65,6 +65,22 @@ def test_variant_weights_are_the_ones_checked(model, tmp_path, built, shard):
         assert torch.equal(got, want)
 
 
+def test_use_safetensors_false_checks_the_pickle_transformers_loads(model, tmp_path):
+    folder = tmp_path / "bert"
+    deeper = flagai_hf.BertModel(flagai_hf.FlagAIBertConfig(**{**SIZES, "num_hidden_layers": 3}))
+    deeper.save_pretrained(folder)  # config.json: 3 layers
+    torch.save(deeper.state_dict(), folder / "pytorch_model.bin")  # 3 layers
+    model.save_pretrained(tmp_path / "two")
+    shutil.copy(tmp_path / "two" / "model.safetensors", folder / "model.safetensors")  # 2 layers beside it
+    loaded = flagai_hf.BertModel.from_pretrained(folder, use_safetensors=False)
+    assert len(loaded.layers) == 3
+    with pytest.raises(ValueError, match=r"config num_hidden_layers=100000 asks for more layers than the checkpoint "
+                                         r"holds \(3 \(layers\.0"):
+        flagai_hf.BertModel.from_pretrained(folder, use_safetensors=False, num_hidden_layers=100_000)
+    with pytest.raises(ValueError, match=TOO_MANY):  # by default the safetensors file, as transformers
+        flagai_hf.BertModel.from_pretrained(folder, num_hidden_layers=100_000)
+
+
 def hub_cache(cache, repo_id, source):
     """``cache`` laid out as huggingface_hub's cache holding ``source``'s files as repository ``repo_id`` at main:
     ``models--owner--name/{blobs/<digest>, snapshots/<commit>/<file> -> ../../blobs/<digest>, refs/main}``."""
