@@ -221,7 +221,10 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
         connection, sock, response = _open(url, headers, options, deadline)
         try:
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                url = urljoin(url, response.getheader("Location"))
+                target = urljoin(url, response.getheader("Location"))
+                if urlsplit(target).netloc != urlsplit(url).netloc:  # credentials stay with the host they are for
+                    headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
+                url = target
                 continue
             if response.status in (404, 410):
                 raise MissingRemoteFile(f"{remote.name}: the server answered HTTP {response.status} "
