@@ -1,0 +1,76 @@
+"""Issue 12 item 5 for the ``hf`` source: Hub files now come through our own fetcher, so a hostile Hub (a fault
+proxy on 127.0.0.1 in front of flagai_hf's static Hub mirror) gets the same outcomes as our other sources: an
+endless body or a Content-Length past the listed size stops at the listed size, a dribbling server at the
+``file_deadline``, a wrong sha256 is caught; nothing loadable is left and the folder's lock stays intact."""
+
+import pytest
+from download_servers import FakeHubMirror, FaultProxy, folder_files, logits_of, tiny_bert_folder
+
+from flagai_hf import BertModel
+from flagai_hf.download import ModelNotFoundError, markers
+
+REPO = "org/tiny"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    folder = tiny_bert_folder(tmp_path_factory.mktemp("source"))
+    return folder_files(folder), logits_of(BertModel.from_pretrained(folder))
+
+
+@pytest.fixture
+def hub(source, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with FakeHubMirror({REPO: dict(source[0])}) as mirror, FaultProxy(mirror.url) as proxy:
+        monkeypatch.setenv("HF_ENDPOINT", proxy.url)
+        yield proxy
+
+
+def load(path, **options):
+    return BertModel.from_pretrain(path, REPO, sources="hf", retry_backoff=0.01, download_retries=1, progress=False,
+                                   **options)
+
+
+def nothing_loadable(folder):
+    """No weights in place and no completion marker (a part file may stay after a deadline, to be resumed)."""
+    assert not (folder / "model.safetensors").exists()
+    assert not markers.inspect(folder).state.loadable
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("endless", r"model\.safetensors from Hugging Face Hub .*: the server sent more than \d+ bytes \(the size the "
+                r"source listed\); stopped there and deleted the part file"),
+    ("long", r"model\.safetensors from Hugging Face Hub .*: the server announces \d+ bytes \(Content-Length\), "
+             r"the source listed \d+: refused before reading the body"),
+])
+def test_a_body_past_the_listed_size_is_refused(hub, source, tmp_path, fault, message):
+    hub.faults["/model.safetensors"] = [fault] * 4
+    with pytest.raises(ModelNotFoundError, match=rf"hf: IntegrityError: {message}"):
+        load(tmp_path)
+    folder = tmp_path / REPO
+    nothing_loadable(folder)
+    assert sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) < 2 * len(
+        source[0]["model.safetensors"]) + (1 << 20)  # no endless file on disk
+
+
+def test_a_dribbling_hub_fails_at_the_file_deadline(hub, tmp_path):
+    hub.faults["/model.safetensors"] = ["dribble"] * 4
+    with pytest.raises(ModelNotFoundError, match=r"hf: DeadlineExceeded: Downloading model\.safetensors from Hugging "
+                                                 r"Face Hub .* did not finish within its 1\.5s deadline"):
+        load(tmp_path, file_deadline=1.5, read_timeout=10)
+    nothing_loadable(tmp_path / REPO)
+
+
+def test_a_wrong_sha256_is_caught_and_a_clean_hub_still_loads(hub, source, tmp_path):
+    hub.faults["/model.safetensors"] = ["corrupt"]  # one GET: an IntegrityError is not retried
+    with pytest.raises(ModelNotFoundError, match=r"hf: IntegrityError: model\.safetensors from Hugging Face Hub .*"
+                                                 r"sha256 \w+ differs from the advertised"):
+        load(tmp_path)
+    nothing_loadable(tmp_path / REPO)
+    assert (tmp_path / REPO / ".flagai_hf.lock").exists()  # the lock file is ours, untouched
+    model = load(tmp_path)  # the faults are spent: the next run downloads and verifies
+    assert (logits_of(model) - source[1]).abs().max().item() == 0.0
+    assert markers.inspect(tmp_path / REPO).state is markers.State.COMPLETE
