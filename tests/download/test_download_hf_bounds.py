@@ -74,3 +74,53 @@ def test_a_wrong_sha256_is_caught_and_a_clean_hub_still_loads(hub, source, tmp_p
     model = load(tmp_path)  # the faults are spent: the next run downloads and verifies
     assert (logits_of(model) - source[1]).abs().max().item() == 0.0
     assert markers.inspect(tmp_path / REPO).state is markers.State.COMPLETE
+
+
+def test_the_token_goes_to_the_hub_host_only_not_where_it_redirects(tmp_path):
+    """``fetch`` sends a RemoteFile's Authorization header to its own host and drops it when redirected to another
+    (the Hub's CDN): two servers on 127.0.0.1, different ports."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flagai_hf.download.fetch import FetchOptions, RemoteFile, fetch
+
+    seen = []
+
+    def server(answer):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append((self.server.server_address[1], self.headers.get("Authorization")))
+                answer(self)
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return httpd
+
+    def cdn_answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "5")
+        handler.end_headers()
+        handler.wfile.write(b"hello")
+
+    cdn = server(cdn_answer)
+
+    def hub_answer(handler):
+        handler.send_response(302)
+        handler.send_header("Location", f"http://127.0.0.1:{cdn.server_address[1]}/blob")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hub = server(hub_answer)
+    try:
+        remote = RemoteFile(name="f.txt", url=f"http://127.0.0.1:{hub.server_address[1]}/resolve/f.txt", size=5,
+                            headers=(("authorization", "Bearer secret"),))
+        fetch(remote, tmp_path / "f.txt", "test", FetchOptions(progress=False, retries=0))
+    finally:
+        for httpd in (hub, cdn):
+            httpd.shutdown()
+            httpd.server_close()
+    assert (tmp_path / "f.txt").read_bytes() == b"hello"
+    assert seen == [(hub.server_address[1], "Bearer secret"), (cdn.server_address[1], None)]
