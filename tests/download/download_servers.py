@@ -17,6 +17,14 @@ from flagai_hf import BertModel, FlagAIBertConfig
 from flagai_hf.export.mirror import HubMirror
 
 
+# The fetcher's refusals of a body past the size the source listed, as every source's tests expect them (regexes;
+# format with the listed ``size`` and the announced ``length``).
+BODY_PAST_LISTED_SIZE = (r"the server sent more than {size} bytes \(the size the source listed\); stopped there and "
+                         r"deleted the part file")
+LENGTH_PAST_LISTED_SIZE = (r"the server announces {length} bytes \(Content-Length\), the source listed {size}: "
+                           r"refused before reading the body")
+
+
 def tiny_bert_folder(folder: Path) -> Path:
     """A tiny flagai_hf BERT saved with save_pretrained (weights and config only: the Hub source fetches no code
     files), plus a vocab file; returns the folder."""
