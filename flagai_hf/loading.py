@@ -19,8 +19,8 @@ read from the file headers without loading any values (safetensors headers, a pi
 and its shards' headers; ``check_config_against_checkpoint``). A config asking for more or fewer layers than the
 checkpoint holds, or for sizes its tensors do not have (a 1e12 vocabulary against a 50-token one), is refused at once,
 naming the config key and the checkpoint tensor and shape, instead of building (and allocating) a model first.
-``from_pretrained`` on a local folder of our own layout (transformers' loader) runs the same check first
-(``check_folder_before_build``).
+``from_pretrained`` of our own layout (transformers' loader) runs the same check first, for a local folder, its
+``subfolder=``, a weight ``variant=`` and a Hub id (its files fetched into the cache first; ``check_folder_before_build``).
 
 Loading costs about the read: the model is built with its parameters on the meta device (created there, so no
 memory and no random initialisation) and the checkpoint's tensors are assigned to it (safetensors: memory-mapped);
@@ -49,7 +49,7 @@ from transformers import initialization as hf_init
 from transformers.utils import logging
 
 from .keymap import KeyMap
-from .shards import INDEX_NAME, read_safetensors_shapes, read_sharded_safetensors
+from .shards import INDEX_NAME, read_index, read_safetensors_shapes, read_sharded_safetensors
 
 logger = logging.get_logger(__name__)
 
@@ -173,16 +173,20 @@ def read_weights(folder: Path, readers: tuple[Callable, ...] = (), config=None) 
     )
 
 
-def read_weight_shapes(folder: Path) -> dict[str, torch.Tensor] | None:
+def read_weight_shapes(folder: Path, variant: str | None = None, root: Path | None = None,
+                       safetensors: bool = True) -> dict[str, torch.Tensor] | None:
     """The folder's tensors as meta tensors (names, shapes, dtypes; no values read): the safetensors headers (single
     or sharded, the index followed as by ``read_weights``), or a zip-format pickle memory-mapped. ``None`` for a
-    legacy (non-zip) pickle and the layouts only a family reader knows: their tensors must be read to be seen."""
-    single = folder / "model.safetensors"
-    if single.is_file():
+    legacy (non-zip) pickle and the layouts only a family reader knows: their tensors must be read to be seen.
+    ``variant``: transformers' weight-file variant (``model.fp16.safetensors``); ``root``: see ``shards.path_inside``
+    (the Hugging Face cache); ``safetensors=False``: the pickle only (``from_pretrained(use_safetensors=False)``)."""
+    single = folder / variant_name("model.safetensors", variant)
+    if safetensors and single.is_file():
         return read_safetensors_shapes(single)
-    if (folder / INDEX_NAME).is_file():
-        return read_sharded_safetensors(folder, shapes_only=True)
-    pickled = folder / "pytorch_model.bin"
+    index_name = variant_name(INDEX_NAME, variant)
+    if safetensors and (folder / index_name).is_file():
+        return read_sharded_safetensors(folder, shapes_only=True, index_name=index_name, root=root)
+    pickled = folder / variant_name("pytorch_model.bin", variant)
     if pickled.is_file() and zipfile.is_zipfile(pickled):
         return {name: tensor.to("meta") for name, tensor in read_pickled_weights(pickled, mmap=True).items()}
     return None
@@ -335,17 +339,41 @@ def _config_keys_giving(config, wanted: tuple, held: tuple) -> str:
     return f" (config {', '.join(keys)})" if keys else ""
 
 
-def check_folder_before_build(cls, folder, kwargs: dict) -> None:
-    """``from_pretrained(folder, **kwargs)`` on a local folder of our own layout (transformers' loader builds the
-    model): the config it will build, with the kwargs that override it, compared with the folder's weight headers by
-    ``check_config_against_checkpoint`` before anything is built. Folders or options it cannot judge the same way
-    transformers will (a ``subfolder``, ``variant``, ``gguf_file`` or ``state_dict``, a config given as a path, no
-    standard weight file, tensor names no key map knows) are left to transformers."""
-    folder = Path(folder)
-    if any(kwargs.get(name) is not None for name in ("subfolder", "variant", "gguf_file", "state_dict")):
+def variant_name(name: str, variant: str | None) -> str:
+    """A weight file's name for transformers' ``variant`` (``model.safetensors`` -> ``model.fp16.safetensors``,
+    ``model.safetensors.index.json`` -> ``model.safetensors.index.fp16.json``), as ``from_pretrained`` looks for it."""
+    if variant is None:
+        return name
+    stem, extension = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{extension}"
+
+
+def check_folder_before_build(cls, name_or_path, kwargs: dict) -> None:
+    """``from_pretrained(name_or_path, **kwargs)`` for our own layout (transformers' loader builds the model): the
+    config it will build, with the kwargs that override it, compared with the weight headers by
+    ``check_config_against_checkpoint`` before anything is built. ``name_or_path`` is a local folder (its
+    ``subfolder``) or a Hub id, whose config and weight files are first fetched into (or found in) the Hugging Face
+    cache the way transformers fetches them (``hub_files_folder``), so transformers then reads the same files.
+    ``variant`` and ``use_safetensors`` pick the weight files transformers picks. What it cannot judge the same way transformers will (a
+    ``gguf_file`` or ``state_dict``, a config given as a path, no standard weight file, a Hub id that cannot be
+    fetched, tensor names no key map knows) is left to transformers, which reports it."""
+    if any(kwargs.get(name) is not None for name in ("gguf_file", "state_dict")):
         return
     family = FAMILIES.get(cls.config_class.model_type)
-    shapes = read_weight_shapes(folder) if family is not None else None
+    if family is None:
+        return
+    variant = kwargs.get("variant")
+    if Path(name_or_path).is_dir():
+        folder, root = Path(name_or_path) / (kwargs.get("subfolder") or ""), None
+        if not folder.is_dir():
+            return
+    else:
+        found = hub_files_folder(str(name_or_path), kwargs, variant)
+        if found is None:
+            return
+        folder, root = found
+    shapes = read_weight_shapes(folder, variant=variant, root=root,
+                                safetensors=kwargs.get("use_safetensors") is not False)
     if shapes is None:
         return
     config = kwargs.get("config")
@@ -360,6 +388,46 @@ def check_folder_before_build(cls, folder, kwargs: dict) -> None:
         return  # names no rule knows: transformers reports them as unexpected keys
     check_config_against_checkpoint(cls, config, checkpoint, family, folder,
                                     ignore_mismatched_sizes=bool(kwargs.get("ignore_mismatched_sizes")))
+
+
+def hub_files_folder(repo_id: str, kwargs: dict, variant: str | None) -> tuple[Path, Path] | None:
+    """``(folder, root)`` for Hub repository ``repo_id``: the cache snapshot folder (with ``subfolder``) holding its
+    ``config.json`` and weight files, fetched with transformers' ``cached_file`` and the loader's own options
+    (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``HF_HUB_OFFLINE``, ...), so that
+    ``from_pretrained`` then finds them in the cache, and ``root`` the repository's cache folder (the snapshot's
+    files are symlinks into its ``blobs/``). ``None`` when the repository, its config or its weights cannot be had:
+    transformers' loader reports that itself."""
+    from transformers.utils import cached_file
+
+    options = {name: kwargs[name] for name in ("cache_dir", "force_download", "proxies", "token", "revision",
+                                               "local_files_only", "subfolder") if kwargs.get(name) is not None}
+
+    def fetch(name: str) -> Path | None:
+        try:
+            path = cached_file(repo_id, name, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False, **options)
+        except (OSError, ValueError):  # no such repository, a gated one, an id that is not one: transformers says so
+            return None
+        return Path(path) if path is not None else None
+
+    config = fetch("config.json")
+    if config is None:
+        return None
+    folder = config.parent
+    depth = len(Path(kwargs.get("subfolder") or "").parts)
+    snapshot = folder.parents[depth - 1] if depth else folder
+    root = snapshot.parent.parent  # models--owner--name/snapshots/<commit>
+    if kwargs.get("use_safetensors") is not False and fetch(variant_name("model.safetensors", variant)):
+        return folder, root
+    index_name = variant_name(INDEX_NAME, variant)
+    if kwargs.get("use_safetensors") is not False and fetch(index_name):
+        for shard in sorted(set(read_index(folder / index_name).values())):
+            if fetch(shard) is None:
+                return None
+        return folder, root
+    if kwargs.get("use_safetensors") is not True and fetch(variant_name("pytorch_model.bin", variant)):
+        return folder, root
+    return None
 
 
 # Keyword arguments of transformers' ``PreTrainedModel.from_pretrained`` that are not config overrides.

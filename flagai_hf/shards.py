@@ -28,9 +28,11 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
                       "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def path_inside(folder: Path, name, what: str) -> Path:
+def path_inside(folder: Path, name, what: str, root: Path | None = None) -> Path:
     """``folder / name`` when ``name`` (read from a file inside ``folder``; ``what`` says which entry) is a relative
-    path that stays inside ``folder`` after following symlinks; ``ValueError`` naming the entry otherwise."""
+    path that stays inside ``folder`` (or ``root``, a folder above it) after following symlinks; ``ValueError``
+    naming the entry otherwise. ``root`` is for the Hugging Face cache, whose snapshot files are symlinks into the
+    repository's ``blobs/``: the name itself must still stay inside ``folder``."""
     from .download.names import UnsafeFileName, check_file_name
 
     try:
@@ -38,7 +40,7 @@ def path_inside(folder: Path, name, what: str) -> Path:
     except UnsafeFileName as error:
         raise ValueError(str(error)) from None
     path = folder / name
-    root = folder.resolve()
+    root = (root or folder).resolve()
     if not path.resolve().is_relative_to(root):
         raise ValueError(f"Refusing {what}: {name!r} leads to {path.resolve()}, outside {root} (a symlink out of "
                          "the folder); paths named inside a model folder must stay inside it")
@@ -82,17 +84,19 @@ def read_safetensors_shapes(path: Path) -> dict[str, torch.Tensor]:
         return {name: header_tensor(handle, name) for name in handle.keys()}
 
 
-def read_sharded_safetensors(folder: Path, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+def read_sharded_safetensors(folder: Path, shapes_only: bool = False, index_name: str = INDEX_NAME,
+                             root: Path | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of a sharded safetensors folder, memory-mapped, each from the shard the index names for it; with
-    ``shapes_only``, as meta tensors read from the shards' headers."""
-    index = folder / INDEX_NAME
+    ``shapes_only``, as meta tensors read from the shards' headers. ``index_name``: another index file (a
+    ``variant``'s, ``model.safetensors.index.fp16.json``); ``root``: see ``path_inside``."""
+    index = folder / index_name
     weight_map = read_index(index)
     by_shard: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
         by_shard.setdefault(shard, []).append(name)
     tensors = {}
     for shard, names in by_shard.items():
-        path = path_inside(folder, shard, f"{index} weight_map entry {names[0]!r}")
+        path = path_inside(folder, shard, f"{index} weight_map entry {names[0]!r}", root=root)
         if not path.is_file():
             raise FileNotFoundError(f"{index} maps {names[0]!r} to {shard}, which is not in {folder}")
         with safe_open(path, framework="pt") as handle:

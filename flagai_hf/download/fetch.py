@@ -221,7 +221,10 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
         connection, sock, response = _open(url, headers, options, deadline)
         try:
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                url = urljoin(url, response.getheader("Location"))
+                target = urljoin(url, response.getheader("Location"))
+                if urlsplit(target).netloc != urlsplit(url).netloc:  # credentials stay with the host they are for
+                    headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
+                url = target
                 continue
             if response.status in (404, 410):
                 raise MissingRemoteFile(f"{remote.name}: the server answered HTTP {response.status} "
@@ -394,8 +397,6 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
     """The body of a small API call (``json_body`` sent as JSON), retrying transient failures; ``FetchError``
     (or ``MissingRemoteFile`` for 404) otherwise. At most ``MAX_API_RESPONSE`` bytes are read, and the whole call,
     retries included, ends within ``options.api_deadline`` (``DeadlineExceeded``)."""
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = None if json_body is None else json.dumps(json_body).encode()
     headers = {"User-Agent": "flagai_hf", "Accept": "application/json, text/plain"}
     if body is not None:
@@ -403,41 +404,56 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
     deadline = Deadline(options.api_deadline, f"{source}: {method} {_redact(url)}", "api_deadline")
     failures = 0
     while True:
-        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = kind(parts.hostname, parts.port, timeout=deadline.timeout(options.connect_timeout))
         try:
-            try:
-                connection.connect()
-                sock = connection.sock
-                sock.settimeout(deadline.timeout(options.read_timeout))
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                data = _read_capped(sock, response, options, deadline)
-            except DeadlineExceeded:
-                raise
-            except (socket.timeout, TimeoutError):
-                deadline.remaining()
-                error = f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)"
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                error = f"cannot reach {parts.netloc} ({exc})"
-            else:
-                if len(data) > MAX_API_RESPONSE:
-                    raise FetchError(f"{source}: the answer to {method} {_redact(url)} is larger than "
-                                     f"{MAX_API_RESPONSE} bytes (the most an API answer may be): refused")
-                if response.status in (404, 410):
-                    raise MissingRemoteFile(f"{source}: HTTP {response.status} for {method} {_redact(url)}")
-                if response.status < 400:
-                    return data
-                if response.status not in RETRY_STATUSES:
-                    raise FetchError(f"{source}: HTTP {response.status} {response.reason} for {method} "
-                                     f"{_redact(url)}")
-                error = f"HTTP {response.status}"
-        finally:
-            connection.close()
+            status, reason, _, data = exchange(method, url, headers, body, source, options, deadline)
+        except _Retryable as exc:
+            error = str(exc)
+        else:
+            if status in (404, 410):
+                raise MissingRemoteFile(f"{source}: HTTP {status} for {method} {_redact(url)}")
+            if status < 400:
+                return data
+            if status not in RETRY_STATUSES:
+                raise FetchError(f"{source}: HTTP {status} {reason} for {method} {_redact(url)}")
+            error = f"HTTP {status}"
         failures += 1
         if failures > options.retries:
             raise FetchError(f"{source}: {method} {_redact(url)} failed {failures} times (last: {error})")
         time.sleep(min(options.backoff * 2 ** (failures - 1), deadline.remaining()))
+
+
+def exchange(method: str, url: str, headers: dict, body: bytes | None, source: str, options: FetchOptions,
+             deadline: Deadline) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """One request of an API call and its answer ``(status, reason, headers, body)``: connecting within
+    ``connect_timeout``, each read within ``read_timeout``, all of it within ``deadline`` (``DeadlineExceeded``),
+    the body read up to ``MAX_API_RESPONSE`` bytes (``FetchError`` past it). A timeout or a dropped connection is a
+    ``_Retryable``; retrying is the caller's (``request``; the S3 source's boto3 client)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(f"Unsupported URL scheme {parts.scheme!r} in {_redact(url)}: only http and https")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=deadline.timeout(options.connect_timeout))
+    try:
+        connection.connect()
+        sock = connection.sock
+        sock.settimeout(deadline.timeout(options.read_timeout))
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = _read_capped(sock, response, options, deadline)
+    except DeadlineExceeded:
+        raise
+    except (socket.timeout, TimeoutError) as error:
+        deadline.remaining()
+        raise _Retryable(f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)") from error
+    except (ConnectionError, http.client.HTTPException, OSError) as error:
+        raise _Retryable(f"cannot reach {parts.netloc} ({error})") from error
+    finally:
+        connection.close()
+    if len(data) > MAX_API_RESPONSE:
+        raise FetchError(f"{source}: the answer to {method} {_redact(url)} is larger than {MAX_API_RESPONSE} bytes "
+                         "(the most an API answer may be): refused")
+    return response.status, response.reason, response.getheaders(), data
 
 
 def _read_capped(sock, response, options: FetchOptions, deadline: Deadline) -> bytes:

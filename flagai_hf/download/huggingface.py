@@ -2,18 +2,22 @@
 
 The repository listing (``model_info(files_metadata=True)``) gives each file's size and digest: the sha256 of LFS
 files, the git blob id of the others. Only the files a model folder needs are fetched (``names.select_hub_files``),
-with ``hf_hub_download(local_dir=download_path/model_name)`` pinned to the listed commit (huggingface_hub resumes
-and size-checks them); each is then checked against its digest before the folder is marked complete.
+from their ``resolve`` URLs pinned to the listed commit (``hf_hub_url``), through our own fetcher like every other
+source: resumed, read no further than the listed size (a hard cap for a file listed without one), within
+``file_deadline``, written to a part file and moved into place only once its size and sha256 (LFS files) are
+checked; the git blob id of the others is checked next, before the folder is marked complete. The token
+(``hf_token``, else huggingface_hub's saved login / ``HF_TOKEN``) goes in the request headers, and is not sent on to
+another host when the Hub redirects (its CDN).
 """
 
 import hashlib
 import os
 from pathlib import Path
 
-from .fetch import CHUNK, IntegrityError, sha256_of
+from .fetch import CHUNK, IntegrityError, RemoteFile, sha256_of
 from .formats import check_whole
 from .names import check_file_name, hub_repo_id, select_hub_files
-from .sources import DownloadSettings, SourceUnavailable
+from .sources import DownloadSettings, SourceUnavailable, download_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -53,15 +57,23 @@ class HubSource:
         return repo_id, info.sha, wanted, siblings
 
     def download(self, plan: tuple, folder: Path) -> dict:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
 
         repo_id, commit, wanted, siblings = plan
-        manifest = {}
+        auth = tuple((key, value) for key, value in build_hf_headers(token=self.settings.hf_token).items()
+                     if key.lower() == "authorization")
+        remotes = []
         for name in wanted:
-            path = Path(hf_hub_download(repo_id, name, revision=commit, local_dir=folder, endpoint=self.endpoint,
-                                        token=self.settings.hf_token, etag_timeout=self.settings.connect_timeout))
-            digest, checked_by = self._verify(path, siblings[name])
-            manifest[name] = {"size": path.stat().st_size, "sha256": digest, "checked_by": checked_by}
+            sibling = siblings[name]
+            lfs_sha256 = getattr(sibling.lfs, "sha256", None) if sibling.lfs is not None else None
+            remotes.append(RemoteFile(name=name, url=hf_hub_url(repo_id, name, revision=commit,
+                                                                endpoint=self.endpoint),
+                                      size=sibling.size, sha256=lfs_sha256, headers=auth))
+        manifest = download_files(remotes, folder, self.label, self.settings)
+        for name in wanted:  # the git blob id of non-LFS files (the fetcher checked size and sha256)
+            digest, checked_by = self._verify(folder / name, siblings[name])
+            manifest[name] = {"size": (folder / name).stat().st_size, "sha256": digest, "checked_by": checked_by}
         return manifest
 
     def _verify(self, path: Path, sibling) -> tuple[str, str]:

@@ -4,17 +4,26 @@ The objects are listed with ListObjectsV2 and read with HeadObject (size, ``Chec
 one, the ETag, which is the MD5 of a single-part upload); the bytes come through the shared resumable fetcher from a
 pre-signed GET URL (a plain URL when anonymous). Anonymous access needs no credentials; explicit keys, or boto3's
 usual chain (``AWS_ACCESS_KEY_ID``, ``~/.aws``, ...), sign the requests. Needs boto3 (``pip install flagai_hf[s3]``).
+
+The listing and HEAD calls are bounded as our other API calls are: boto3 builds, signs, retries
+(``download_retries``, standard mode) and parses them, but each request is sent by the fetcher's ``exchange``
+(``connect_timeout``, ``read_timeout``, at most ``fetch.MAX_API_RESPONSE`` bytes of answer), and each call, its
+retries included, ends within ``api_deadline``. A listing is read at most ``MAX_LISTED_OBJECTS`` objects far: a
+prefix holding more is refused, so a bucket listing a million keys neither runs for hours nor fills memory. (The
+requests go straight to the endpoint, like the file bodies: boto3's proxy settings are not used.)
 """
 
 import base64
 import os
 from pathlib import Path
 
-from .fetch import RemoteFile
+from .fetch import Deadline, FetchError, FetchOptions, RemoteFile, _Retryable, exchange
 from .names import check_file_name
 from .sources import DownloadSettings, SourceUnavailable, download_files
 
 URL_LIFETIME = 6 * 3600  # seconds a pre-signed URL stays valid (resumes reuse it)
+MAX_LISTED_OBJECTS = 10_000  # objects under one model's prefix read from a listing at most
+LIST_PAGE_SIZE = 1000  # objects per ListObjectsV2 page (S3's own maximum)
 
 
 class S3Source:
@@ -43,8 +52,17 @@ class S3Source:
     def _keys(self, client, key_prefix: str, model_name: str) -> list[str]:
         keys = []
         paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.settings.s3_bucket, Prefix=key_prefix):
-            keys += [entry["Key"] for entry in page.get("Contents", []) if not entry["Key"].endswith("/")]
+        pages = paginator.paginate(Bucket=self.settings.s3_bucket, Prefix=key_prefix,
+                                   PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+        listed = 0
+        for page in pages:
+            entries = page.get("Contents", [])
+            listed += len(entries)
+            if listed > MAX_LISTED_OBJECTS:
+                raise FetchError(f"{self.label} lists more than {MAX_LISTED_OBJECTS} objects under {key_prefix!r} "
+                                 f"(model {model_name!r}); a model folder holds far fewer, so the listing was "
+                                 "stopped there (s3.MAX_LISTED_OBJECTS): check s3_prefix")
+            keys += [entry["Key"] for entry in entries if not entry["Key"].endswith("/")]
         if not keys:
             raise SourceUnavailable(f"{self.label} has no objects under {key_prefix!r} (model {model_name!r})")
         return sorted(keys)
@@ -76,9 +94,54 @@ class S3Source:
         anonymous = settings.s3_anonymous
         if anonymous is None:
             anonymous = session.get_credentials() is None
+        # total_max_attempts counts the first request too: download_retries failures in a row, then one more try
         options = {"connect_timeout": settings.connect_timeout, "read_timeout": settings.read_timeout,
-                   "retries": {"max_attempts": settings.download_retries + 1, "mode": "standard"}}
+                   "retries": {"total_max_attempts": settings.download_retries + 1, "mode": "standard"}}
         if anonymous:
             options["signature_version"] = UNSIGNED
         region = settings.s3_region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return session.client("s3", endpoint_url=settings.s3_endpoint, region_name=region, config=Config(**options))
+        client = session.client("s3", endpoint_url=settings.s3_endpoint, region_name=region,
+                                config=Config(**options))
+        BoundedSend(self.label, settings.fetch_options).attach(client)
+        return client
+
+
+class BoundedSend:
+    """Sends a boto3 client's requests through ``fetch.exchange``, each API call (all its retries) within
+    ``api_deadline``: the ``before-call`` event starts the call's deadline, ``before-send`` (which may answer in
+    place of botocore's own HTTP client) makes each request."""
+
+    def __init__(self, label: str, options: FetchOptions):
+        self.label, self.options = label, options
+        self.deadline = None
+
+    def attach(self, client) -> None:
+        client.meta.events.register("before-call.s3", self.start_call)
+        client.meta.events.register("before-send.s3", self.send)
+
+    def start_call(self, model, **_):
+        self.deadline = Deadline(self.options.api_deadline, f"{self.label}: {model.name}", "api_deadline")
+
+    def send(self, request, **_):
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import HTTPClientError
+
+        body = request.body
+        if hasattr(body, "read"):
+            body = body.read()
+        try:
+            status, _, headers, data = exchange(request.method, request.url, dict(request.headers.items()),
+                                                body or None, self.label, self.options, self.deadline)
+        except _Retryable as error:  # botocore's retry handler retries its HTTPClientErrors
+            raise HTTPClientError(error=f"{self.label}: {error}") from error
+        return AWSResponse(request.url, status, headers, _Body(data))
+
+
+class _Body:
+    """An answer already read, as ``AWSResponse`` reads its ``raw``."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_):
+        yield self.data

@@ -121,21 +121,21 @@ class FlagAIModelMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' loader, except that a local folder in another layout (a FlagAI folder, a transformers BERT,
         a THUDM GLM: its config.json has another or no ``model_type``) is converted by ``from_pretrain`` instead of
-        loading with every weight missing; a local folder of our layout has its config (with the kwargs overriding
-        it) compared with the weight headers first, so a config that cannot fit is refused before anything is built
-        (``flagai_hf.loading.check_folder_before_build``)."""
+        loading with every weight missing; our layout (a local folder, its ``subfolder``, a ``variant``, a Hub id)
+        has its config (with the kwargs overriding it) compared with the weight headers first, so a config that
+        cannot fit is refused before anything is built (``flagai_hf.loading.check_folder_before_build``)."""
+        try:
+            from flagai_hf import loading
+        except ImportError:  # remote-code copy without the flagai_hf package: transformers' loader as usual
+            loading = None
         config_file = os.path.join(str(pretrained_model_name_or_path), "config.json")
-        if not args and os.path.isfile(config_file):
-            try:
-                from flagai_hf import loading
-            except ImportError:  # remote-code copy without the flagai_hf package: transformers' loader as usual
-                loading = None
-            with open(config_file, encoding="utf-8") as handle:
-                model_type = json.load(handle).get("model_type")
-            if loading is not None and "config" not in kwargs and model_type != cls.config_class.model_type:
-                return loading.load_folder(cls, pretrained_model_name_or_path, **kwargs)
-            if loading is not None:
-                loading.check_folder_before_build(cls, pretrained_model_name_or_path, kwargs)
+        if not args and loading is not None:
+            if os.path.isfile(config_file) and "config" not in kwargs and not kwargs.get("subfolder"):
+                with open(config_file, encoding="utf-8") as handle:
+                    model_type = json.load(handle).get("model_type")
+                if model_type != cls.config_class.model_type:
+                    return loading.load_folder(cls, pretrained_model_name_or_path, **kwargs)
+            loading.check_folder_before_build(cls, pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, hub_ready: bool = True, **kwargs):

@@ -17,6 +17,14 @@ from flagai_hf import BertModel, FlagAIBertConfig
 from flagai_hf.export.mirror import HubMirror
 
 
+# The fetcher's refusals of a body past the size the source listed, as every source's tests expect them (regexes;
+# format with the listed ``size`` and the announced ``length``).
+BODY_PAST_LISTED_SIZE = (r"the server sent more than {size} bytes \(the size the source listed\); stopped there and "
+                         r"deleted the part file")
+LENGTH_PAST_LISTED_SIZE = (r"the server announces {length} bytes \(Content-Length\), the source listed {size}: "
+                           r"refused before reading the body")
+
+
 def tiny_bert_folder(folder: Path) -> Path:
     """A tiny flagai_hf BERT saved with save_pretrained (weights and config only: the Hub source fetches no code
     files), plus a vocab file; returns the folder."""
@@ -266,7 +274,9 @@ class FaultProxy:
     """A reverse proxy on 127.0.0.1 in front of another local HTTP server (moto's S3), injecting faults into GETs.
 
     ``faults``: a path suffix (e.g. "/model.safetensors") -> list of faults consumed one per GET of a matching path:
-    "503", "drop" (close after half the body), "corrupt" (flip one byte). ``gets`` counts GETs per path;
+    "503", "drop" (close after half the body), "corrupt" (flip one byte), "long" (1 KiB more than the body, with
+    a Content-Length saying so), "endless" (the body, then zeros without end: no Content-Length, 64 MiB at most),
+    "dribble" (2 bytes every 0.25 s, 30 s at most). ``gets`` counts GETs per path;
     ``ranges`` lists (path, Range header) of ranged GETs."""
 
     def __init__(self, upstream: str):
@@ -325,7 +335,11 @@ class FaultProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
                         self.send_header(key, value)
+                if fault == "long":
+                    body += b"\0" * 1024
                 length = response.getheader("Content-Length") if method == "HEAD" else str(len(body))
+                if fault in ("endless", "dribble"):
+                    length = None
                 if length is not None:
                     self.send_header("Content-Length", length)
                 self.end_headers()
@@ -333,10 +347,25 @@ class FaultProxy:
                     return
                 if fault == "corrupt" and body:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
+                if fault in ("endless", "dribble"):
+                    self._without_end(body, fault)
+                    return
                 try:
                     self.wfile.write(body[:len(body) // 2] if fault == "drop" else body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 self.close_connection = True
+
+            def _without_end(self, body, fault):
+                self.close_connection = True
+                blocks = [body] + [b"\0" * 65536] * 1024 if fault == "endless" else [b"ab"] * 120
+                for block in blocks:
+                    try:
+                        self.wfile.write(block)
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    if fault == "dribble":
+                        time.sleep(0.25)
 
         return Handler

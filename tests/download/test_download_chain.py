@@ -76,7 +76,7 @@ def test_hub_mirror_download_is_verified_and_marked_complete(source, tmp_path, o
         mirror.repos["org/tiny"] = dict(source[1])
         mirror.corrupt.add(("org/tiny", "model.safetensors"))
         with pytest.raises(ModelNotFoundError, match=r"hf: IntegrityError: model.safetensors from Hugging Face Hub "
-                                                     r".*sha256 .* differs from the Hub's"):
+                                                     r".*sha256 .* differs from the advertised"):
             BertModel.from_pretrain(tmp_path, "org/tiny", sources="hf", progress=False)
         assert not (tmp_path / "org" / "tiny" / "model.safetensors").exists()
         assert not markers.inspect(tmp_path / "org" / "tiny").state.loadable
