@@ -53,6 +53,9 @@ CASES = {  # name -> (model factory, inputs)
     "GPT2Model": (lambda: F.GPT2Model(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
     "T5Model": (lambda: F.T5Model(F.FlagAIT5Config(**T5)), batch(labels="ids")),
     "T5EncoderModel": (lambda: F.T5EncoderModel(F.FlagAIT5Config(**T5)), batch()),
+    "BertForClsClassifier": (lambda: F.BertForClsClassifier(F.FlagAIBertConfig(**BERT)), batch(labels="classes")),
+    "GPT2LMHeadModel": (lambda: F.GPT2LMHeadModel(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
+    "T5ForConditionalGeneration": (lambda: F.T5ForConditionalGeneration(F.FlagAIT5Config(**T5)), batch(labels="ids")),
 }
 
 
