@@ -36,6 +36,17 @@ def batch(**extra):
     return inputs
 
 
+def multiple_choice_batch():
+    """The Hub / FlagAI form: one row (B, T) with a blank, sep index, and per choice its target ids and the
+    positions predicting them (B, C, L), -100-padded."""
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.stack([torch.arange(T), torch.zeros(T, dtype=torch.long)])  # (2, T): positions, block positions
+    return {"input_ids": torch.randint(6, 60, (B, T), generator=generator),
+            "position_ids": positions[None].expand(B, 2, T).clone(), "attention_mask": torch.tensor([4, 4]),
+            "choice_ids": torch.tensor([[[10, 11], [12, -100]]] * B),
+            "choice_indices": torch.tensor([[[4, 5], [6, -100]]] * B), "labels": torch.tensor([0, 1])}
+
+
 CASES = {  # name -> (model factory, inputs)
     "BertModel": (lambda: F.BertModel(F.FlagAIBertConfig(**BERT)), batch()),
     "BertForSequenceLabeling": (lambda: F.BertForSequenceLabeling(F.FlagAIBertConfig(**BERT)), batch(labels="tokens")),
@@ -56,6 +67,7 @@ CASES = {  # name -> (model factory, inputs)
     "BertForClsClassifier": (lambda: F.BertForClsClassifier(F.FlagAIBertConfig(**BERT)), batch(labels="classes")),
     "GPT2LMHeadModel": (lambda: F.GPT2LMHeadModel(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
     "T5ForConditionalGeneration": (lambda: F.T5ForConditionalGeneration(F.FlagAIT5Config(**T5)), batch(labels="ids")),
+    "GLMForMultipleChoice": (lambda: F.GLMForMultipleChoice(F.GLMConfig(**GLM)), multiple_choice_batch()),
 }
 
 
