@@ -68,6 +68,7 @@ CASES = {  # name -> (model factory, inputs)
     "GPT2LMHeadModel": (lambda: F.GPT2LMHeadModel(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
     "T5ForConditionalGeneration": (lambda: F.T5ForConditionalGeneration(F.FlagAIT5Config(**T5)), batch(labels="ids")),
     "GLMForMultipleChoice": (lambda: F.GLMForMultipleChoice(F.GLMConfig(**GLM)), multiple_choice_batch()),
+    "GLMForSeq2Seq": (lambda: F.GLMForSeq2Seq(F.GLMConfig(**GLM)), batch(labels="ids")),
 }
 
 
