@@ -4,9 +4,10 @@ eager, and value checks stay errors (eager: ValueError as before; compiled: an i
 import pytest
 import torch
 import torch._dynamo as dynamo
-from transformers import StaticCache
+from transformers import PreTrainedModel, StaticCache
 
 import flagai_hf as F
+from flagai_hf.auto_registration import AUTO_MODELS
 from flagai_hf.modules.checks import check_values, known_all_true
 
 B, T = 2, 8
@@ -73,6 +74,20 @@ CASES = {  # name -> (model factory, inputs)
 }
 
 
+def exported_model_names() -> list[str]:
+    """Every model class name ``flagai_hf`` exports (``__all__``, aliases included): each needs a case above, so a new
+    head is traced as soon as it is exported."""
+    return sorted(name for name in F.__all__
+                  if isinstance(getattr(F, name), type) and issubclass(getattr(F, name), PreTrainedModel))
+
+
+def test_cases_are_the_exported_model_classes():
+    exported = exported_model_names()
+    assert not set(CASES) - set(exported), "cases for names flagai_hf does not export"
+    registered = {model for _, _, model in AUTO_MODELS}  # what the Auto classes resolve to
+    assert registered <= {getattr(F, name) for name in exported}, "an Auto-registered model class is not exported"
+
+
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
     dynamo.reset()
@@ -80,11 +95,13 @@ def fresh_dynamo():
     dynamo.reset()
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", exported_model_names())
 def test_forward_is_one_graph(name):
+    assert name in CASES, f"flagai_hf exports {name}: add a (factory, inputs) case for it to CASES"
     make, inputs = CASES[name]
     torch.manual_seed(0)
     model = make().eval()
+    assert type(model) is getattr(F, name)
     explanation = dynamo.explain(model)(**inputs)
     reasons = [f"{reason.reason} at {reason.user_stack[-1] if reason.user_stack else '?'}"
                for reason in explanation.break_reasons]
