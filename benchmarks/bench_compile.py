@@ -118,7 +118,7 @@ def bert_cases(folder: Path, quick: bool):
     bench_bert.save_reference_checkpoints(folder, size)
     models = {side: bench_bert.load_model(side, "forward", "sdpa", "fp32", folder) for side in ("ours", "ref")}
     for batch, seq in ([(2, 64), (1, 128)] if quick else [(8, 128), (1, 512)]):
-        inputs = bench_bert.make_inputs(bench_bert.Workload("forward", batch, seq))
+        inputs = bench_bert.make_inputs(bench_bert.Workload("forward", batch, seq, "fp32", "sdpa"))
         work = forward_work(inputs, output=lambda out: out.last_hidden_state)
         yield f"bert-{size} forward {batch}x{seq}", models, work, False, batch * seq
 
