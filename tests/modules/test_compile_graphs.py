@@ -179,7 +179,7 @@ def glm_blank_filling_inputs(contexts: list[list[int]], max_gen_length: int) -> 
 DECODES = {  # name -> (model factory, generate() inputs)
     "GPT2Model": (CASES["GPT2Model"][0], {"input_ids": CASES["GPT2Model"][1]["input_ids"][:1, :4]}),
     "T5Model": (CASES["T5Model"][0], {"input_ids": CASES["T5Model"][1]["input_ids"][:1, :4]}),
-    "GLM blank filling (spec §8)": (CASES["GLMForConditionalGeneration"][0],
+    "GLM blank filling (spec section 8)": (CASES["GLMForConditionalGeneration"][0],
                                     glm_blank_filling_inputs([[7, 8, 3, 9, 10], [11, 12, 13, 14, 5, 15, 16]], 6)),
     "GLM plain source": (CASES["GLMForConditionalGeneration"][0],
                          {"input_ids": torch.tensor([[6, 7, 8, 9, 10, 11], [6, 12, 13, 14, 0, 0]]),
