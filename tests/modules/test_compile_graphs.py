@@ -4,8 +4,10 @@ eager, and value checks stay errors (eager: ValueError as before; compiled: an i
 import pytest
 import torch
 import torch._dynamo as dynamo
+from transformers import PreTrainedModel, StaticCache
 
 import flagai_hf as F
+from flagai_hf.auto_registration import AUTO_MODELS
 from flagai_hf.modules.checks import check_values, known_all_true
 
 B, T = 2, 8
@@ -36,6 +38,17 @@ def batch(**extra):
     return inputs
 
 
+def multiple_choice_batch():
+    """The Hub / FlagAI form: one row (B, T) with a blank, sep index, and per choice its target ids and the
+    positions predicting them (B, C, L), -100-padded."""
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.stack([torch.arange(T), torch.zeros(T, dtype=torch.long)])  # (2, T): positions, block positions
+    return {"input_ids": torch.randint(6, 60, (B, T), generator=generator),
+            "position_ids": positions[None].expand(B, 2, T).clone(), "attention_mask": torch.tensor([4, 4]),
+            "choice_ids": torch.tensor([[[10, 11], [12, -100]]] * B),
+            "choice_indices": torch.tensor([[[4, 5], [6, -100]]] * B), "labels": torch.tensor([0, 1])}
+
+
 CASES = {  # name -> (model factory, inputs)
     "BertModel": (lambda: F.BertModel(F.FlagAIBertConfig(**BERT)), batch()),
     "BertForSequenceLabeling": (lambda: F.BertForSequenceLabeling(F.FlagAIBertConfig(**BERT)), batch(labels="tokens")),
@@ -53,7 +66,26 @@ CASES = {  # name -> (model factory, inputs)
     "GPT2Model": (lambda: F.GPT2Model(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
     "T5Model": (lambda: F.T5Model(F.FlagAIT5Config(**T5)), batch(labels="ids")),
     "T5EncoderModel": (lambda: F.T5EncoderModel(F.FlagAIT5Config(**T5)), batch()),
+    "BertForClsClassifier": (lambda: F.BertForClsClassifier(F.FlagAIBertConfig(**BERT)), batch(labels="classes")),
+    "GPT2LMHeadModel": (lambda: F.GPT2LMHeadModel(F.FlagAIGPT2Config(**GPT2)), batch(labels="ids")),
+    "T5ForConditionalGeneration": (lambda: F.T5ForConditionalGeneration(F.FlagAIT5Config(**T5)), batch(labels="ids")),
+    "GLMForMultipleChoice": (lambda: F.GLMForMultipleChoice(F.GLMConfig(**GLM)), multiple_choice_batch()),
+    "GLMForSeq2Seq": (lambda: F.GLMForSeq2Seq(F.GLMConfig(**GLM)), batch(labels="ids")),
 }
+
+
+def exported_model_names() -> list[str]:
+    """Every model class name ``flagai_hf`` exports (``__all__``, aliases included): each needs a case above, so a new
+    head is traced as soon as it is exported."""
+    return sorted(name for name in F.__all__
+                  if isinstance(getattr(F, name), type) and issubclass(getattr(F, name), PreTrainedModel))
+
+
+def test_cases_are_the_exported_model_classes():
+    exported = exported_model_names()
+    assert not set(CASES) - set(exported), "cases for names flagai_hf does not export"
+    registered = {model for _, _, model in AUTO_MODELS}  # what the Auto classes resolve to
+    assert registered <= {getattr(F, name) for name in exported}, "an Auto-registered model class is not exported"
 
 
 @pytest.fixture(autouse=True)
@@ -63,11 +95,13 @@ def fresh_dynamo():
     dynamo.reset()
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", exported_model_names())
 def test_forward_is_one_graph(name):
+    assert name in CASES, f"flagai_hf exports {name}: add a (factory, inputs) case for it to CASES"
     make, inputs = CASES[name]
     torch.manual_seed(0)
     model = make().eval()
+    assert type(model) is getattr(F, name)
     explanation = dynamo.explain(model)(**inputs)
     reasons = [f"{reason.reason} at {reason.user_stack[-1] if reason.user_stack else '?'}"
                for reason in explanation.break_reasons]
@@ -124,19 +158,52 @@ def test_check_helpers_eager_and_compiled():
         positive_sum(torch.tensor([1.0, -2.0]))
 
 
-@pytest.mark.parametrize("name", ["GPT2Model", "T5Model"])
+def glm_blank_filling_inputs(contexts: list[list[int]], max_gen_length: int) -> dict:
+    """GLM spec §8's generation inputs, built by hand: right-padded contexts + [sop], positions (B, 2, s + G) (the mask
+    position, then block positions 1..G) and the 4-D mask (B, 1, s + G, s + G): all of the non-pad context, causal
+    over the span."""
+    length = max(len(context) for context in contexts)
+    input_ids, positions, masks = [], [], []
+    for context in contexts:
+        mask_position = next(i for i, token in enumerate(context) if token in GLM["mask_token_ids"])
+        input_ids.append(context + [GLM["pad_token_id"]] * (length - len(context)) + [GLM["sop_token_id"]])
+        positions.append([list(range(length)) + [mask_position] * max_gen_length,
+                          [0] * length + list(range(1, max_gen_length + 1))])
+        padding = torch.tensor([1] * len(context) + [0] * (length - len(context)))
+        span = torch.cat([torch.zeros(length, max_gen_length), torch.ones(max_gen_length, max_gen_length).tril()])
+        masks.append(torch.cat([padding.expand(length + max_gen_length, length), span], 1)[None])
+    return {"input_ids": torch.tensor(input_ids), "position_ids": torch.tensor(positions),
+            "generation_attention_mask": torch.stack(masks).long()}
+
+
+DECODES = {  # name -> (model factory, generate() inputs)
+    "GPT2Model": (CASES["GPT2Model"][0], {"input_ids": CASES["GPT2Model"][1]["input_ids"][:1, :4]}),
+    "T5Model": (CASES["T5Model"][0], {"input_ids": CASES["T5Model"][1]["input_ids"][:1, :4]}),
+    "GLM blank filling (spec section 8)": (CASES["GLMForConditionalGeneration"][0],
+                                    glm_blank_filling_inputs([[7, 8, 3, 9, 10], [11, 12, 13, 14, 5, 15, 16]], 6)),
+    "GLM plain source": (CASES["GLMForConditionalGeneration"][0],
+                         {"input_ids": torch.tensor([[6, 7, 8, 9, 10, 11], [6, 12, 13, 14, 0, 0]]),
+                          "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODES))
 def test_compiled_forward_decodes_with_a_static_cache(name):
-    """generate(cache_implementation="static") through a fullgraph-compiled forward (prefill and every decode step
-    trace without a break, else fullgraph raises) gives eager's tokens and scores."""
-    make, inputs = CASES[name]
+    """generate(cache_implementation="static") gives the DynamicCache run's tokens and scores, eagerly and through a
+    fullgraph-compiled forward (prefill and every decode step trace without a break, else fullgraph raises)."""
+    make, inputs = DECODES[name]
     torch.manual_seed(0)
     model = make().eval()
-    prompt = inputs["input_ids"][:1, :4]
-    options = dict(max_new_tokens=6, do_sample=False, cache_implementation="static", return_dict_in_generate=True,
+    options = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, return_dict_in_generate=True,
                    output_scores=True)
-    eager = model.generate(prompt, **options)
+    dynamic = model.generate(**inputs, **options)
+    static = model.generate(**inputs, cache_implementation="static", **options)
     model.forward = torch.compile(model.forward, fullgraph=True, backend="aot_eager")
-    compiled = model.generate(prompt, **options)
-    assert torch.equal(compiled.sequences, eager.sequences)
-    for step_compiled, step_eager in zip(compiled.scores, eager.scores, strict=True):
-        torch.testing.assert_close(step_compiled, step_eager, rtol=1e-5, atol=1e-5)
+    compiled = model.generate(**inputs, cache_implementation="static", **options)
+    cache = compiled.past_key_values
+    assert isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)
+    for run in (static, compiled):
+        assert torch.equal(run.sequences, dynamic.sequences)
+        assert len(run.scores) == options["max_new_tokens"]
+        for step, step_dynamic in zip(run.scores, dynamic.scores, strict=True):
+            torch.testing.assert_close(step, step_dynamic, rtol=1e-5, atol=1e-5)

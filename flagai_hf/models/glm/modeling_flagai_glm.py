@@ -21,7 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput, logging
 
 from ...modules.activations import get_activation
-from ...modules.attention import SelfAttention, attention_bias
+from ...modules.attention import SelfAttention, attention_bias, cached_key_length
 from ...modules.blocks import PreNormBlock
 from ...modules.checks import GenerationChecks, check_input_ids, check_values
 from ...modules.embeddings import check_ids_in_range
@@ -88,16 +88,21 @@ class GLMEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
-def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: int, device) -> torch.Tensor:
-    """GLM's mask forms as a boolean keep-mask ``(B, 1, T, m + T)``; keys are ``m`` memory/cached positions then the
-    ``T`` new ones.
+def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: int, device,
+                       key_length: int | None = None) -> torch.Tensor:
+    """GLM's mask forms as a boolean keep-mask ``(B, 1, T, key_length)``; keys are ``m`` memory/cached positions, the
+    ``T`` new ones, then (a ``StaticCache``: ``key_length`` > ``m + T``) the cache's unwritten slots, never attended.
 
     - ``None``, a number, a 0-d or 1-d ``[B]`` tensor: FlagAI's "sep". Query ``i`` sees every memory key, the new keys
       ``j <= i`` and every ``j < sep`` (so sep = 0 is causal, sep = T fully bidirectional).
     - 2-D ``(B, m + T)``: a key-padding mask (1 = real token), bidirectional.
-    - 4-D ``(B, 1, T, >= m + T)`` with 1 = attend: used as is (its last ``m + T`` columns).
+    - 4-D ``(B, 1, T, key_length)`` or ``(B, 1, T, >= m + T)`` with 1 = attend: used as is, or its last ``m + T``
+      columns.
+    Only the first and last forms have shapes that do not depend on ``m``, so a compiled decode step over a static
+    cache takes one of them (``generate()`` passes the 4-D one).
     """
     keys = memory_length + length
+    key_length = keys if key_length is None else key_length
     if attention_mask is None or isinstance(attention_mask, int) or attention_mask.dim() <= 1:
         if isinstance(attention_mask, int) and not 0 <= attention_mask <= length:
             raise ValueError(f"A GLM attention_mask given as an integer sep must be in 0..{length} (the input "
@@ -110,23 +115,27 @@ def glm_attention_mask(attention_mask, batch: int, length: int, memory_length: i
             check_values(((sep >= 0) & (sep <= length)).all(),
                          f"A GLM attention_mask given as sep (int or [batch]) must be in 0..{length} (the input length)")
         query = torch.arange(length, device=device)[:, None]
-        key = torch.arange(length, device=device)[None, :]
-        new_keys = (key <= query) | (key < sep.expand(batch)[:, None, None])  # (B, T, T)
-        memory = torch.ones(batch, length, memory_length, dtype=torch.bool, device=device)
-        return torch.cat([memory, new_keys], dim=-1)[:, None]  # (B, 1, T, m + T)
+        # A key's index among the new keys: memory keys are negative (seen by every query), unwritten slots >= T.
+        key = torch.arange(key_length, device=device)[None, :] - memory_length
+        return ((key <= query) | (key < sep.expand(batch)[:, None, None]))[:, None]  # (B, 1, T, key_length)
+    if attention_mask.dim() == 4 and attention_mask.shape[0] in (1, batch) and attention_mask.shape[-2] == length \
+            and attention_mask.shape[-1] == key_length:
+        return attention_mask.bool()
     if attention_mask.dim() == 2:
         if attention_mask.shape != (batch, keys):
             raise ValueError(f"A 2-D GLM attention_mask is a key-padding mask of shape (batch, memory + length) = "
                              f"{(batch, keys)}; got {tuple(attention_mask.shape)}")
-        return attention_mask.bool()[:, None, None, :].expand(batch, 1, length, keys)
-    if attention_mask.dim() == 4:
+        keep = attention_mask.bool()[:, None, None, :].expand(batch, 1, length, keys)
+    elif attention_mask.dim() == 4:
         if attention_mask.shape[0] not in (1, batch) or attention_mask.shape[-2] != length \
                 or attention_mask.shape[-1] < keys:
             raise ValueError(f"A 4-D GLM attention_mask must be ({batch}, 1, {length}, >= {keys}); got "
                              f"{tuple(attention_mask.shape)}")
-        return attention_mask[..., -keys:].bool()
-    raise ValueError("GLM attention_mask must be a sep (int or [batch]), a 2-D padding mask or a 4-D mask; got "
-                     f"shape {tuple(attention_mask.shape)}")
+        keep = attention_mask[..., -keys:].bool()
+    else:
+        raise ValueError("GLM attention_mask must be a sep (int or [batch]), a 2-D padding mask or a 4-D mask; got "
+                         f"shape {tuple(attention_mask.shape)}")
+    return nn.functional.pad(keep, (0, key_length - keys), value=False) if key_length > keys else keep
 
 
 class GLMGenerationConfig(GenerationConfig):
@@ -238,12 +247,13 @@ class GLMModel(GLMPreTrainedModel):
             cache = self.mems_to_cache(mems)
         elif cache is None and use_cache:
             cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
+        past_length = int(cache.get_seq_length()) if cache is not None else 0
+        key_length = cached_key_length(cache, length)  # past + T, or a static cache's whole length
 
         if position_ids is None:
             position_ids = self.embeddings.default_position_ids(batch, length, past_length, device)
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)
-        keep = glm_attention_mask(attention_mask, batch, length, past_length, device)
+        keep = glm_attention_mask(attention_mask, batch, length, past_length, device, key_length)
         bias = attention_bias(keep, hidden_states.dtype)
 
         want_mems = return_memory or bool(mems) or self.config.max_memory_length > 0
@@ -504,7 +514,7 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
 
         Without them (causal generation), positions count the non-padding tokens and the mask is causal + padding.
         """
-        past = cache.get_seq_length() if cache is not None else 0
+        past = int(cache.get_seq_length()) if cache is not None else 0
         total = input_ids.shape[1]
         new_ids = input_ids[:, past:]
         if generation_attention_mask is not None:
@@ -518,6 +528,9 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
                                                                                                 dtype=torch.bool)
             causal = torch.ones(total, total, dtype=torch.bool, device=input_ids.device).tril()[past:total]
             mask = (causal[None] & padding[:, None, :])[:, None]  # (B, 1, T_new, total)
+        key_slots = cached_key_length(cache, total - past)  # total, or a static cache's whole length
+        if key_slots > total:  # unwritten static-cache slots: masked, and the mask's width stays fixed while decoding
+            mask = nn.functional.pad(mask, (0, key_slots - total), value=False)
         if position_ids is not None and position_ids.dim() == 2:  # transformers' own 1-D positions: make GLM's
             position_ids = None
         if position_ids is not None:
