@@ -116,6 +116,17 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether autograd must record this product (grad mode on and an input that requires a gradient)."""
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+
+
+def onednn_bf16_available() -> bool:
+    """Whether oneDNN's bf16 kernels (and its blocked bf16 weight layout) run on this CPU (AVX-512 bf16 or AMX)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight^T + bias`` for ``x`` (..., in), ``weight`` (out, in), ``bias`` (out,) -> (..., out): ``F.linear``,
     with the forward through oneDNN for CPU float32 and for packed bf16 weights (see the module docstring)."""
@@ -123,9 +134,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return _packed_linear(x, weight, bias)
     if not _takes_onednn_path(x, weight):
         return nn.functional.linear(x, weight, bias)
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                              or (bias is not None and bias.requires_grad))
-    if needs_grad:
+    if _needs_grad(x, weight, bias):
         return _OneDNNLinearFunction.apply(x, weight, bias)
     return _onednn_linear(x, weight, bias)
 
@@ -149,7 +158,7 @@ def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         raise ValueError(f"A packed {weight.dtype} linear weight (pack_linear_weights) takes CPU {weight.dtype} "
                          f"inputs; got {x.device.type} {x.dtype}")
     flat = x.reshape(-1, x.shape[-1])  # (N, in): oneDNN's 2-D product, also for (..., in) inputs
-    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")  # (N, out)
+    out = _onednn_linear(flat, weight, bias)  # (N, out)
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -172,7 +181,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     """Put the bf16 CPU ``Linear`` weights of ``model`` into oneDNN's blocked layout for batch-1 inference, one at a
     time (see the module docstring); their parameters are frozen until ``unpack_linear_weights``. Returns how many
     layers were packed (0 without oneDNN bf16 support, e.g. a CPU without AVX-512)."""
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if not onednn_bf16_available():
         return 0
     packed = 0
     for module in list(_packable(model)):
@@ -248,8 +257,7 @@ def _takes_prepacked_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
         return False
     if bias is not None and (type(bias) not in _PLAIN_TENSORS or bias.dtype != torch.float32):
         return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                             or (bias is not None and bias.requires_grad)))
+    return not _needs_grad(x, weight, bias)
 
 
 def prepack_linear_weights(model: nn.Module, enabled: bool = True) -> int:

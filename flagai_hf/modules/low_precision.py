@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .linear import Linear
+from .linear import Linear, _onednn_linear, onednn_bf16_available
 
 MODES = ("bf16", "int8")
 
@@ -42,7 +42,7 @@ def _quantized_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # (
     if module._lp_mode == "bf16":
         flat = flat.to(torch.bfloat16)
         if module._lp_weight.is_mkldnn:  # oneDNN blocked layout, as pack_linear_weights uses: ~2x at batch 1-8
-            out = torch.ops.mkldnn._linear_pointwise(flat, module._lp_weight, None, "none", [], "")
+            out = _onednn_linear(flat, module._lp_weight, None)
         else:
             out = nn.functional.linear(flat, module._lp_weight)  # fp32 accumulation
         out = out.to(x.dtype)
@@ -75,7 +75,7 @@ def quantize_linear_weights(model: nn.Module, mode: str) -> int:
         module._lp_mode = mode
         if mode == "bf16":
             bf16 = weight.to(torch.bfloat16).contiguous()
-            if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            if onednn_bf16_available():
                 bf16 = torch.ops.mkldnn._reorder_linear_weight(bf16, 1)  # batch-size hint 1
             module._lp_weight, module._lp_scales = bf16, None
         else:
