@@ -58,7 +58,7 @@ class DeadlineExceeded(FetchError):
     """A file or API call that did not finish within its overall deadline; not retried."""
 
 
-class _Retryable(Exception):
+class TransientFailure(Exception):
     """A transient failure worth another request."""
 
 
@@ -191,7 +191,7 @@ def _download_part(remote: RemoteFile, part: Path, source: str, options: FetchOp
                 return
             try:
                 complete, received = _request_into(remote, part, have, source, options, bar, deadline)
-            except _Retryable as error:
+            except TransientFailure as error:
                 received = part.stat().st_size - have if part.exists() else 0
                 failures = 0 if received > 0 else failures + 1
                 if failures > options.retries:
@@ -230,12 +230,12 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
                 raise MissingRemoteFile(f"{remote.name}: the server answered HTTP {response.status} "
                                         f"for {_redact(url)}")
             if response.status in RETRY_STATUSES:
-                raise _Retryable(f"HTTP {response.status}")
+                raise TransientFailure(f"HTTP {response.status}")
             if response.status == 416 and have and remote.size == have:
                 return True, 0
             if response.status == 416:  # our part is not a prefix of what the server has
                 part.unlink(missing_ok=True)
-                raise _Retryable("HTTP 416 (range not satisfiable): restarting from the first byte")
+                raise TransientFailure("HTTP 416 (range not satisfiable): restarting from the first byte")
             if response.status not in (200, 206):
                 raise FetchError(f"{remote.name}: unexpected HTTP {response.status} {response.reason} "
                                  f"for {_redact(url)}")
@@ -267,14 +267,14 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
                     raise
                 except (socket.timeout, TimeoutError) as error:
                     deadline.remaining()  # the deadline, not the read timeout, when it is spent
-                    raise _Retryable(f"no data for {options.read_timeout}s (read timeout)") from error
+                    raise TransientFailure(f"no data for {options.read_timeout}s (read timeout)") from error
                 except (http.client.IncompleteRead, ConnectionError, OSError) as error:
-                    raise _Retryable(f"connection dropped after {start + received} bytes ({error})") from error
+                    raise TransientFailure(f"connection dropped after {start + received} bytes ({error})") from error
             end = start + received
             if expected_end is not None and end < expected_end:
-                raise _Retryable(f"body ended at byte {end}, expected {expected_end}")
+                raise TransientFailure(f"body ended at byte {end}, expected {expected_end}")
             if remote.size is not None and end < remote.size:
-                raise _Retryable(f"body ended at byte {end} of {remote.size}")
+                raise TransientFailure(f"body ended at byte {end} of {remote.size}")
             return True, received
         finally:
             connection.close()
@@ -289,7 +289,7 @@ def _announced_end(response, start: int, remote: RemoteFile, source: str, part: 
     if length is None:
         return None
     if not re.fullmatch(r"[0-9]{1,20}", length.strip(" \t")):  # ASCII digits: str.isdigit() also takes "²"
-        raise _Retryable(f"unreadable Content-Length {length!r}")
+        raise TransientFailure(f"unreadable Content-Length {length!r}")
     end = start + int(length)
     if remote.size is not None and end > remote.size:
         part.unlink(missing_ok=True)
@@ -357,10 +357,10 @@ def _open(url: str, headers: dict, options: FetchOptions, deadline: Deadline):
     except (socket.timeout, TimeoutError) as error:
         connection.close()
         deadline.remaining()
-        raise _Retryable(f"timed out connecting to or waiting for {parts.netloc}") from error
+        raise TransientFailure(f"timed out connecting to or waiting for {parts.netloc}") from error
     except (ConnectionError, http.client.HTTPException, OSError) as error:
         connection.close()
-        raise _Retryable(f"cannot reach {parts.netloc}: {error}") from error
+        raise TransientFailure(f"cannot reach {parts.netloc}: {error}") from error
 
 
 def _start_offset(response, have: int) -> int:
@@ -371,9 +371,9 @@ def _start_offset(response, have: int) -> int:
     try:
         first = int(content_range.split()[1].split("-")[0])
     except (IndexError, ValueError):
-        raise _Retryable(f"206 answer with an unreadable Content-Range {content_range!r}") from None
+        raise TransientFailure(f"206 answer with an unreadable Content-Range {content_range!r}") from None
     if first != have:
-        raise _Retryable(f"asked for bytes from {have}, the server sent from {first}")
+        raise TransientFailure(f"asked for bytes from {have}, the server sent from {first}")
     return have
 
 
@@ -406,7 +406,7 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
     while True:
         try:
             status, reason, _, data = exchange(method, url, headers, body, source, options, deadline)
-        except _Retryable as exc:
+        except TransientFailure as exc:
             error = str(exc)
         else:
             if status in (404, 410):
@@ -427,7 +427,7 @@ def exchange(method: str, url: str, headers: dict, body: bytes | None, source: s
     """One request of an API call and its answer ``(status, reason, headers, body)``: connecting within
     ``connect_timeout``, each read within ``read_timeout``, all of it within ``deadline`` (``DeadlineExceeded``),
     the body read up to ``MAX_API_RESPONSE`` bytes (``FetchError`` past it). A timeout or a dropped connection is a
-    ``_Retryable``; retrying is the caller's (``request``; the S3 source's boto3 client)."""
+    ``TransientFailure``; retrying is the caller's (``request``; the S3 source's boto3 client)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"Unsupported URL scheme {parts.scheme!r} in {_redact(url)}: only http and https")
@@ -445,9 +445,10 @@ def exchange(method: str, url: str, headers: dict, body: bytes | None, source: s
         raise
     except (socket.timeout, TimeoutError) as error:
         deadline.remaining()
-        raise _Retryable(f"timed out (connect {options.connect_timeout}s, read {options.read_timeout}s)") from error
+        raise TransientFailure(f"timed out (connect {options.connect_timeout}s, "
+                               f"read {options.read_timeout}s)") from error
     except (ConnectionError, http.client.HTTPException, OSError) as error:
-        raise _Retryable(f"cannot reach {parts.netloc} ({error})") from error
+        raise TransientFailure(f"cannot reach {parts.netloc} ({error})") from error
     finally:
         connection.close()
     if len(data) > MAX_API_RESPONSE:

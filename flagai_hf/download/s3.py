@@ -17,7 +17,7 @@ import base64
 import os
 from pathlib import Path
 
-from .fetch import Deadline, FetchError, FetchOptions, RemoteFile, _Retryable, exchange
+from .fetch import Deadline, FetchError, FetchOptions, RemoteFile, TransientFailure, exchange
 from .names import check_file_name
 from .sources import DownloadSettings, SourceUnavailable, download_files
 
@@ -132,7 +132,7 @@ class BoundedSend:
         try:
             status, _, headers, data = exchange(request.method, request.url, dict(request.headers.items()),
                                                 body or None, self.label, self.options, self.deadline)
-        except _Retryable as error:  # botocore's retry handler retries its HTTPClientErrors
+        except TransientFailure as error:  # botocore's retry handler retries its HTTPClientErrors
             raise HTTPClientError(error=f"{self.label}: {error}") from error
         return AWSResponse(request.url, status, headers, _Body(data))
 
