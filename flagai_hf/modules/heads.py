@@ -39,3 +39,12 @@ class LMPredictionHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, h) -> (B, T, vocab)
         return self.decoder(self.norm(self.activation(self.dense(hidden_states))))
+
+
+def positions_to_score(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """The positions of ``hidden_states`` (B, T, h) an output projection scores: the last ``logits_to_keep`` (an int;
+    0 = all of them), or those a 1-D index tensor names. ``generate()`` passes 1, so the prompt's step projects one
+    position onto the vocabulary, not T."""
+    if isinstance(logits_to_keep, int):
+        return hidden_states[:, -logits_to_keep:]  # -0: every position
+    return hidden_states[:, logits_to_keep]

@@ -26,7 +26,8 @@ from ...modules.blocks import PreNormBlock
 from ...modules.checks import GenerationChecks, check_input_ids, check_values
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin, folder_file
-from ...modules.heads import Pooler
+from ...modules.heads import Pooler, positions_to_score
+from ...modules.kv_cache import ReservedCacheGeneration, reserved_dynamic_cache
 from ...modules.linear import Linear, linear
 from ...modules.mlp import MLP
 from .configuration_flagai_glm import GLMConfig
@@ -211,7 +212,7 @@ class GLMModel(GLMPreTrainedModel):
             shapes = [tuple(m.shape) for m in mems]
             raise ValueError(f"mems must be {expected} tensors of one shape (batch, memory_length, "
                              f"{self.config.hidden_size}); got {len(mems)} with shapes {shapes}")
-        cache = DynamicCache(config=self.config)
+        cache = reserved_dynamic_cache(self.config)
         for index, layer in enumerate(self.layers):
             _, key, value = layer.attention.project(layer.attention_norm(mems[index]))
             cache.update(key, value, index)
@@ -230,6 +231,7 @@ class GLMModel(GLMPreTrainedModel):
         use_cache: bool | None = None,
         return_memory: bool = False,
         output_hidden_states: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,  # compute logits only for the last n positions (0 = all)
         **kwargs,
     ) -> GLMOutput:
         self.flagai_kwargs(kwargs)
@@ -246,7 +248,7 @@ class GLMModel(GLMPreTrainedModel):
                 raise ValueError(f"mems are for batch {mems[0].shape[0]}, the input has batch {batch}")
             cache = self.mems_to_cache(mems)
         elif cache is None and use_cache:
-            cache = DynamicCache(config=self.config)
+            cache = reserved_dynamic_cache(self.config)
         past_length = int(cache.get_seq_length()) if cache is not None else 0
         key_length = cached_key_length(cache, length)  # past + T, or a static cache's whole length
 
@@ -262,8 +264,8 @@ class GLMModel(GLMPreTrainedModel):
             hidden_states = layer(hidden_states, bias, cache=cache)
             layer_inputs.append(hidden_states)
         last_hidden_state = self.final_layernorm(hidden_states)
-        logits = linear(last_hidden_state, self.embeddings.word_embeddings.weight) \
-            if self.config.output_predict else None
+        scored = positions_to_score(last_hidden_state, logits_to_keep)
+        logits = linear(scored, self.embeddings.word_embeddings.weight) if self.config.output_predict else None
         return GLMOutput(
             loss=self.lm_loss(logits, labels) if labels is not None else None,
             logits=logits,
@@ -281,7 +283,8 @@ class GLMModel(GLMPreTrainedModel):
         or wider."""
         if labels.shape != logits.shape[:2]:
             raise ValueError(f"labels have shape {tuple(labels.shape)}, expected (batch, length) = "
-                             f"{tuple(logits.shape[:2])} like input_ids")
+                             f"{tuple(logits.shape[:2])} like input_ids (a loss needs every position's logits: "
+                             "logits_to_keep=0)")
         logits = logits.reshape(-1, logits.shape[-1])
         return nn.functional.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)),
                                            labels.reshape(-1))
@@ -348,7 +351,7 @@ def seq2seq_blank_filling(input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return context_ids, position_ids, keep
 
 
-class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, GenerationMixin):
+class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, ReservedCacheGeneration, GenerationMixin):
     """GLM with the language-model loss and ``generate()``, fed in either of two forms.
 
     **Seq2seq form** (what a standard seq2seq script builds, e.g. with ``DataCollatorForSeq2Seq``): ``input_ids``
@@ -391,7 +394,7 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
 
     def forward(self, input_ids=None, *, position_ids=None, attention_mask=None, labels=None, target_ids=None,
                 loss_mask=None, mems=None, cache=None, inputs_embeds=None, use_cache=None, return_memory=False,
-                output_hidden_states=None, **kwargs) -> GLMOutput:
+                output_hidden_states=None, logits_to_keep=0, **kwargs) -> GLMOutput:
         kwargs.pop("generation_attention_mask", None)
         if self.is_seq2seq_batch(input_ids, position_ids, attention_mask, labels, target_ids, mems, cache):
             return self._seq2seq_forward(input_ids, attention_mask, labels, output_hidden_states, **kwargs)
@@ -402,8 +405,10 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
                              "position_ids")
         output = self.glm(input_ids, position_ids=position_ids, attention_mask=attention_mask, mems=mems,
                           cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache, return_memory=return_memory,
-                          output_hidden_states=output_hidden_states, **kwargs)
+                          output_hidden_states=output_hidden_states, logits_to_keep=logits_to_keep, **kwargs)
         logits = output.logits
+        if target_ids is not None and labels is None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            raise ValueError("target_ids need every position's logits: pass logits_to_keep=0 with a loss")
         loss = None
         if labels is not None:
             loss = GLMModel.lm_loss(logits, labels)
@@ -544,7 +549,7 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationChecks, Generati
         else:
             positions = None
         return {"input_ids": new_ids, "position_ids": positions, "attention_mask": mask, "cache": cache,
-                "use_cache": kwargs.get("use_cache", True)}
+                "use_cache": kwargs.get("use_cache", True), "logits_to_keep": kwargs.get("logits_to_keep", 0)}
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None,
                                       **model_kwargs):

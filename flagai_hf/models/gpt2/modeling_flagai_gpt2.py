@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
@@ -33,6 +33,8 @@ from ...modules.blocks import PreNormBlock
 from ...modules.checks import GenerationChecks, known_all_true
 from ...modules.embeddings import TransformerEmbeddings
 from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.heads import positions_to_score
+from ...modules.kv_cache import ReservedCacheGeneration, reserved_dynamic_cache
 from ...modules.linear import Linear
 from ...modules.mlp import MLP
 from .configuration_flagai_gpt2 import FlagAIGPT2Config
@@ -92,7 +94,7 @@ class GPT2PreTrainedModel(FlagAIModelMixin, PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
 
 
-class GPT2Model(GPT2PreTrainedModel, GenerationChecks, GenerationMixin):
+class GPT2Model(GPT2PreTrainedModel, GenerationChecks, ReservedCacheGeneration, GenerationMixin):
     """GPT-2: embeddings, pre-LN causal blocks, final LayerNorm and the tied output projection (see the module
     docstring)."""
 
@@ -166,7 +168,7 @@ class GPT2Model(GPT2PreTrainedModel, GenerationChecks, GenerationMixin):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if cache is None and use_cache:
-            cache = DynamicCache(config=self.config)
+            cache = reserved_dynamic_cache(self.config)
         past_length = int(cache.get_seq_length()) if cache is not None else 0
 
         hidden_states = self.embeddings(input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
@@ -190,9 +192,7 @@ class GPT2Model(GPT2PreTrainedModel, GenerationChecks, GenerationMixin):
             hidden_states = layer(hidden_states, bias, cache=cache)
         hidden_states = self.final_layernorm(hidden_states)
 
-        kept = hidden_states[:, -logits_to_keep:] if isinstance(logits_to_keep, int) \
-            else hidden_states[:, logits_to_keep]
-        logits = self.lm_head(kept)  # (B, T or kept, vocab)
+        logits = self.lm_head(positions_to_score(hidden_states, logits_to_keep))  # (B, T or kept, vocab)
         loss = self.lm_loss(logits, labels) if labels is not None else None
         return GPT2Output(
             loss=loss,

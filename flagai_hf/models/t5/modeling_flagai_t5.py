@@ -39,6 +39,7 @@ from ...modules.blocks import PreNormBlock
 from ...modules.checks import GenerationChecks, check_input_ids
 from ...modules.embeddings import check_ids_in_range
 from ...modules.flagai_api import FlagAIModelMixin
+from ...modules.kv_cache import ReservedCacheGeneration, reserved_dynamic_cache
 from ...modules.linear import Linear
 from ...modules.norm import RMSNorm
 from .configuration_flagai_t5 import FlagAIT5Config
@@ -434,7 +435,7 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int | None, pad_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-class T5Model(T5PreTrainedModel, GenerationChecks, GenerationMixin):
+class T5Model(T5PreTrainedModel, GenerationChecks, ReservedCacheGeneration, GenerationMixin):
     """T5 encoder-decoder with the LM head (FlagAI's ``T5Model``; transformers' ``T5ForConditionalGeneration``).
 
     ``labels`` (B, L) give the mean cross-entropy over positions whose label is not -100; without
@@ -501,7 +502,7 @@ class T5Model(T5PreTrainedModel, GenerationChecks, GenerationMixin):
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if cache is None and use_cache:
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            cache = EncoderDecoderCache(reserved_dynamic_cache(), DynamicCache())  # self-attention, cross-attention
         elif cache is not None and not isinstance(cache, EncoderDecoderCache):
             raise TypeError(f"T5Model's cache must be an EncoderDecoderCache, got {type(cache).__name__}")
 
