@@ -10,9 +10,11 @@ same kernel, 1.7-2.3x faster than aten's matmuls at BERT / T5 training shapes, p
 
 ``linear`` (and the ``Linear`` module built on it) takes oneDNN's path for CPU float32 inputs and weights when torch
 has oneDNN, both are plain tensors (not subclasses such as FSDP's sharded DTensor weights, which dispatch through
-``F.linear``), CPU autocast is off (autocast decides dtypes through ``F.linear``) and ``torch.compile`` is not
-tracing (the compiler picks its own kernels); everything else (GPUs, bf16 / fp16 which reach oneDNN through ``F.linear``
-anyway, float64) is ``F.linear``. Results equal ``F.linear``'s up to fp32 summation order.
+``F.linear``) and CPU autocast is off (autocast decides dtypes through ``F.linear``); everything else (GPUs, bf16 /
+fp16 which reach oneDNN through ``F.linear`` anyway, float64) is ``F.linear``. Results equal ``F.linear``'s up to fp32
+summation order. Under ``torch.compile`` the same product is the custom op ``flagai_hf::onednn_linear``
+(``compiled_onednn_linear``: a fake implementation for tracing and the autograd formula below), so compiled graphs run
+oneDNN's kernel too instead of the aten matmuls the compiler would otherwise emit.
 
 ``use_onednn_for_cpu(False)`` turns the path off for the whole process (every call then runs ``F.linear``), e.g. to
 compare kernels or to get results bitwise identical to a plain ``nn.Linear`` model; it is read at call time.
@@ -64,16 +66,57 @@ _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 
 
 def _takes_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if torch.compiler.is_compiling():  # first: the rest are calls dynamo cannot trace (graph breaks)
-        return False
     if not (type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS):
         return False  # tensor subclasses (FSDP's sharded DTensor weights, ...) dispatch through F.linear
     return (_onednn_enabled and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
+            and _has_onednn() and not torch.is_autocast_enabled("cpu"))
+
+
+def _has_onednn() -> bool:
+    """Whether torch was built with oneDNN: ``torch.backends.mkldnn.is_available()``, which dynamo does not trace, so
+    a traced call reads the flag it returns."""
+    return torch._C._has_mkldnn if torch.compiler.is_compiling() else torch.backends.mkldnn.is_available()
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@torch.library.custom_op("flagai_hf::onednn_linear", mutates_args=())
+def compiled_onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``_onednn_linear`` as an op ``torch.compile`` keeps in its graphs (one opaque call: the compiler cannot trace
+    into oneDNN's op, and without this it would pick aten's matmuls instead), with the autograd formula below."""
+    if x.numel() == 0 or weight.numel() == 0:  # oneDNN's kernel refuses empty products
+        return nn.functional.linear(x, weight, bias)
+    return _onednn_linear(x, weight, bias)
+
+
+@compiled_onednn_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))  # (..., out)
+
+
+def _compiled_setup_context(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _compiled_backward(ctx, grad_output):  # (..., out)
+    """``_OneDNNLinearFunction.backward``'s two products, through the op itself (so they stay differentiable)."""
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = grad_bias = None
+    flat_grad = grad_output.reshape(-1, grad_output.shape[-1])  # (N, out)
+    if ctx.needs_input_grad[0]:  # (N, out) @ (out, in): a linear whose weight is W^T (in, out)
+        grad_x = compiled_onednn_linear(flat_grad, weight.t(), None).view(*grad_output.shape[:-1], weight.shape[1])
+    if ctx.needs_input_grad[1]:  # (out, N) @ (N, in): a linear whose weight is x^T (in, N)
+        grad_weight = compiled_onednn_linear(flat_grad.t(), x.reshape(-1, x.shape[-1]).t(), None)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = flat_grad.sum(0)  # (out,)
+    return grad_x, grad_weight, grad_bias
+
+
+compiled_onednn_linear.register_autograd(_compiled_backward, setup_context=_compiled_setup_context)
 
 
 def _onednn_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -134,6 +177,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return _packed_linear(x, weight, bias)
     if not _takes_onednn_path(x, weight):
         return nn.functional.linear(x, weight, bias)
+    if torch.compiler.is_compiling():
+        return compiled_onednn_linear(x, weight, bias)
     if _needs_grad(x, weight, bias):
         return _OneDNNLinearFunction.apply(x, weight, bias)
     return _onednn_linear(x, weight, bias)
@@ -252,8 +297,8 @@ class _PrepackedWeight:
 
 def _takes_prepacked_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """An inference forward that ``linear`` would send to oneDNN with a plain fp32 weight (not an inference-mode
-    tensor, which has no version counter to watch)."""
-    if weight.is_mkldnn or not _takes_onednn_path(x, weight) or weight.is_inference():
+    tensor, which has no version counter to watch); not while compiling (the copy's bookkeeping does not trace)."""
+    if torch.compiler.is_compiling() or weight.is_mkldnn or not _takes_onednn_path(x, weight) or weight.is_inference():
         return False
     if bias is not None and (type(bias) not in _PLAIN_TENSORS or bias.dtype != torch.float32):
         return False

@@ -174,6 +174,44 @@ def test_without_onednn_runs_f_linear():
         assert torch.equal(layer(x), reference(x))
 
 
+@pytest.mark.parametrize("x_shape, bias", [((5, 48), True), ((2, 3, 48), False), ((0, 48), True)])
+def test_compiled_op_registration(x_shape, bias):
+    """``flagai_hf::onednn_linear``: its fake implementation, autograd formula and schema agree with the kernel
+    (torch.library.opcheck runs it eagerly, under fake tensors and through AOT autograd), and it equals F.linear."""
+    layer, reference = make_layer()
+    x = torch.randn(x_shape, requires_grad=True)
+    b = layer.bias if bias else None
+    torch.library.opcheck(linear_module.compiled_onednn_linear, (x, layer.weight, b))
+    torch.testing.assert_close(linear_module.compiled_onednn_linear(x, layer.weight, b),
+                               torch.nn.functional.linear(x, layer.weight, b), rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_graphs_call_onednn():
+    """A traced forward and backward hold the custom op (oneDNN's kernel) where eager runs oneDNN, and aten's
+    product where eager runs F.linear (float64)."""
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        from torch._dynamo.backends.common import aot_autograd
+
+        def keep(module, _):
+            graphs.append(module)
+            return module
+        return aot_autograd(fw_compiler=keep, bw_compiler=keep)(graph_module, example_inputs)
+
+    layer, reference = make_layer()
+    x = torch.randn(4, 48, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend=capture)
+    out = compiled(x)
+    out.sum().backward()
+    forward, backward = (str(module.graph) for module in graphs)
+    assert forward.count("flagai_hf.onednn_linear") == 1 and backward.count("flagai_hf.onednn_linear") == 2
+    torch.testing.assert_close(out, reference(x), rtol=1e-5, atol=1e-6)
+    graphs.clear()
+    torch.compile(layer.double(), fullgraph=True, backend=capture)(x.detach().double())
+    assert "flagai_hf.onednn_linear" not in str(graphs[0].graph)
+
+
 class _TaggedTensor(torch.Tensor):
     """A trivial tensor subclass, standing in for FSDP's DTensor weights (which oneDNN's op refuses to mix)."""
 
