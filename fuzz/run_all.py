@@ -23,7 +23,7 @@ from _harness import CORPUS  # noqa: E402
 # Tokenizer targets first: the first import of flagai_hf and transformers' tokenizer layers happens under their
 # instrumentation, so those stay instrumented for coverage in every child.
 TARGETS = ("tokenizer_bert", "tokenizer_glm", "tokenizer_gpt2", "tokenizer_t5",
-           "config_json", "modelhub_answers", "safetensors_index", "file_names")
+           "config_json", "modelhub_answers", "hub_listing", "safetensors_index", "file_names")
 MAX_LEN = 512  # bytes per input in the brief run (libFuzzer's default is 4096)
 
 

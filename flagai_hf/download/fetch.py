@@ -34,11 +34,15 @@ logger = logging.get_logger(__name__)
 PART_SUFFIX = ".flagai_hf.part"
 CHUNK = 1 << 20  # 1 MiB
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
-MAX_API_RESPONSE = 8 << 20  # bytes of one API answer (ModelHub file lists, download codes) read at most
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+MAX_API_RESPONSE = 8 << 20  # bytes of one API answer (ModelHub file lists, download codes, Hub listings) read at most
+MAX_API_REDIRECTS = 5  # redirects one API GET follows, each to the host it was sent to
 
 
 class FetchError(OSError):
     """A download that failed for good (after retries where retrying made sense)."""
+
+    status: int | None = None  # the HTTP status of the answer that ended an API call (``request``), if one did
 
 
 class MissingRemoteFile(FetchError):
@@ -220,7 +224,7 @@ def _request_into(remote: RemoteFile, part: Path, have: int, source: str, option
     for _ in range(10):  # redirects
         connection, sock, response = _open(url, headers, options, deadline)
         try:
-            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+            if response.status in REDIRECT_STATUSES and response.getheader("Location"):
                 target = urljoin(url, response.getheader("Location"))
                 if urlsplit(target).netloc != urlsplit(url).netloc:  # credentials stay with the host they are for
                     headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
@@ -393,19 +397,22 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?..." if parts.query else "")
 
 
-def request(method: str, url: str, source: str, options: FetchOptions, json_body=None) -> bytes:
-    """The body of a small API call (``json_body`` sent as JSON), retrying transient failures; ``FetchError``
-    (or ``MissingRemoteFile`` for 404) otherwise. At most ``MAX_API_RESPONSE`` bytes are read, and the whole call,
-    retries included, ends within ``options.api_deadline`` (``DeadlineExceeded``)."""
+def request(method: str, url: str, source: str, options: FetchOptions, json_body=None,
+            headers: dict | None = None) -> bytes:
+    """The body of a small API call (``json_body`` sent as JSON, ``headers`` added to ours), retrying transient
+    failures; ``MissingRemoteFile`` for 404/410, ``FetchError`` otherwise (with ``status`` for an HTTP error).
+    A GET follows redirects to its own host only (``_exchange_following``). At most ``MAX_API_RESPONSE`` bytes are
+    read, and the whole call, redirects and retries included, ends within ``options.api_deadline``
+    (``DeadlineExceeded``)."""
     body = None if json_body is None else json.dumps(json_body).encode()
-    headers = {"User-Agent": "flagai_hf", "Accept": "application/json, text/plain"}
+    headers = {"User-Agent": "flagai_hf", "Accept": "application/json, text/plain", **(headers or {})}
     if body is not None:
         headers["Content-Type"] = "application/json"
     deadline = Deadline(options.api_deadline, f"{source}: {method} {_redact(url)}", "api_deadline")
     failures = 0
     while True:
         try:
-            status, reason, _, data = exchange(method, url, headers, body, source, options, deadline)
+            status, reason, data = _exchange_following(method, url, headers, body, source, options, deadline)
         except TransientFailure as exc:
             error = str(exc)
         else:
@@ -414,12 +421,43 @@ def request(method: str, url: str, source: str, options: FetchOptions, json_body
             if status < 400:
                 return data
             if status not in RETRY_STATUSES:
-                raise FetchError(f"{source}: HTTP {status} {reason} for {method} {_redact(url)}")
+                refused = FetchError(f"{source}: HTTP {status} {reason} for {method} {_redact(url)}")
+                refused.status = status
+                raise refused
             error = f"HTTP {status}"
         failures += 1
         if failures > options.retries:
             raise FetchError(f"{source}: {method} {_redact(url)} failed {failures} times (last: {error})")
         time.sleep(min(options.backoff * 2 ** (failures - 1), deadline.remaining()))
+
+
+def _exchange_following(method: str, url: str, headers: dict, body: bytes | None, source: str,
+                        options: FetchOptions, deadline: Deadline) -> tuple[int, str, bytes]:
+    """``exchange``, following a GET's redirects (at most ``MAX_API_REDIRECTS``) as long as they stay on the scheme,
+    host and port it was sent to: a redirect elsewhere is refused (``FetchError``), so the request's headers (a
+    token) never reach another server. Other methods' answers are returned as they come."""
+    where = url
+    for _ in range(MAX_API_REDIRECTS + 1):
+        status, reason, answer_headers, data = exchange(method, where, headers, body, source, options, deadline)
+        location = next((value for key, value in answer_headers if key.lower() == "location"), None)
+        if method != "GET" or status not in REDIRECT_STATUSES or not location:
+            return status, reason, data
+        target = urljoin(where, location)
+        if _origin(target) != _origin(url):
+            raise FetchError(f"{source}: {method} {_redact(url)} redirects to {_redact(target)}, off its scheme, host "
+                             f"and port: refused (the request's credentials stay with the host they are for)")
+        where = target
+    raise FetchError(f"{source}: {method} {_redact(url)} redirected more than {MAX_API_REDIRECTS} times: refused")
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of ``url``, the port filled in for http and https."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range or not a number: never the same origin
+        return parts.scheme, parts.hostname, parts.netloc
+    return parts.scheme, parts.hostname, port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
 def exchange(method: str, url: str, headers: dict, body: bytes | None, source: str, options: FetchOptions,

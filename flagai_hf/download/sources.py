@@ -37,6 +37,7 @@ logger = logging.get_logger(__name__)
 SOURCE_NAMES = ("local", "hf", "modelhub", "s3")
 DEFAULT_MODELHUB_URL = "https://model.baai.ac.cn"
 _TRUE = {"1", "true", "yes", "on"}
+OFFLINE = "skipped: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) forbids network access"
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,7 @@ def resolve(download_path, model_name: str, settings: DownloadSettings | None = 
     if not network:
         raise ModelNotFoundError(model_name, folder, attempts)
     if _offline():
-        attempts += [(name, "skipped: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) forbids network access")
-                     for name in network]
+        attempts += [(name, OFFLINE) for name in network]
         raise ModelNotFoundError(model_name, folder, attempts)
 
     with contextlib.ExitStack() as held:

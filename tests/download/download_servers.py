@@ -16,7 +16,6 @@ import torch
 from flagai_hf import BertModel, FlagAIBertConfig
 from flagai_hf.export.mirror import HubMirror
 
-
 # The fetcher's refusals of a body past the size the source listed, as every source's tests expect them (regexes;
 # format with the listed ``size`` and the announced ``length``).
 BODY_PAST_LISTED_SIZE = (r"the server sent more than {size} bytes \(the size the source listed\); stopped there and "
@@ -69,8 +68,9 @@ class FakeModelHub:
     per GET: "500", "503", "drop" (close after half the body), "stall" (headers, then silence), "truncate"
     (announce and send only half), "corrupt" (flip one byte), "slow" (dribble the body, see ``slow_delay``),
     "endless" (the file, then zeros without end and no Content-Length), "endless-announced" (the same behind a
-    Content-Length of 1 TB), "dribble" (2 bytes every 0.5 s), "cut" (half the body with no Content-Length). The endless and dribbling loops stop by themselves after
-    ``ENDLESS_LIMIT`` bytes / ``DRIBBLE_STEPS`` steps, or when the client hangs up.
+    Content-Length of 1 TB), "dribble" (2 bytes every 0.5 s), "cut" (half the body with no Content-Length). The
+    endless and dribbling loops stop by themselves after ``ENDLESS_LIMIT`` bytes / ``DRIBBLE_STEPS`` steps, or when
+    the client hangs up.
     ``api_faults``: API path (e.g. "/api/searchModelFileByName") -> "dribble" (answer 2 bytes every 0.5 s).
     ``listing_extra``: model -> extra names listed (hostile or missing ones); ``sha256``: also advertise digests;
     ``wrong_size``: (model, file) -> the size downloadCode gives (``None``: no size at all).
@@ -273,11 +273,12 @@ class FakeHubMirror(HubMirror):
 class FaultProxy:
     """A reverse proxy on 127.0.0.1 in front of another local HTTP server (moto's S3), injecting faults into GETs.
 
-    ``faults``: a path suffix (e.g. "/model.safetensors") -> list of faults consumed one per GET of a matching path:
-    "503", "drop" (close after half the body), "corrupt" (flip one byte), "long" (1 KiB more than the body, with
-    a Content-Length saying so), "endless" (the body, then zeros without end: no Content-Length, 64 MiB at most),
-    "dribble" (2 bytes every 0.25 s, 30 s at most). ``gets`` counts GETs per path;
-    ``ranges`` lists (path, Range header) of ranged GETs."""
+    ``faults``: a path suffix (e.g. "/model.safetensors", "/revision/main"; the query string is not part of the
+    path) -> list of faults consumed one per GET of a matching path: an HTTP status ("503", "401", ...: that status,
+    no body), "redirect:<Location>" (a 302 there), "drop" (close after half the body), "corrupt" (flip one byte),
+    "long" (1 KiB more than the body, with a Content-Length saying so), "endless" (the body, then zeros without end:
+    no Content-Length, 64 MiB at most), "dribble" (2 bytes every 0.25 s, 30 s at most). ``gets`` counts GETs per
+    path; ``ranges`` lists (path, Range header) of ranged GETs."""
 
     def __init__(self, upstream: str):
         self.upstream = urlsplit(upstream)
@@ -319,8 +320,10 @@ class FaultProxy:
                         for suffix, queue in proxy.faults.items():
                             if path.endswith(suffix) and queue:
                                 fault = queue.pop(0)
-                if fault == "503":
-                    self.send_response(503)
+                if fault is not None and (fault.isdigit() or fault.startswith("redirect:")):
+                    self.send_response(int(fault) if fault.isdigit() else 302)
+                    if fault.startswith("redirect:"):
+                        self.send_header("Location", fault.split(":", 1)[1])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
