@@ -227,7 +227,7 @@ def test_tensor_subclasses_run_f_linear():
                                                                                      reference(x))
 
 
-# ------------------------------------------------------------------ bf16 weights packed for oneDNN (pack_linear_weights)
+# --------------------------------------------------------------- bf16 weights packed for oneDNN (pack_linear_weights)
 
 needs_onednn_bf16 = pytest.mark.skipif(
     not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
