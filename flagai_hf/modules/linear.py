@@ -96,27 +96,9 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty((*x.shape[:-1], weight.shape[0]))  # (..., out)
 
 
-def _compiled_setup_context(ctx, inputs, output):
-    x, weight, bias = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-
-
-def _compiled_backward(ctx, grad_output):  # (..., out)
-    """``_OneDNNLinearFunction.backward``'s two products, through the op itself (so they stay differentiable)."""
-    x, weight = ctx.saved_tensors
-    grad_x = grad_weight = grad_bias = None
-    flat_grad = grad_output.reshape(-1, grad_output.shape[-1])  # (N, out)
-    if ctx.needs_input_grad[0]:  # (N, out) @ (out, in): a linear whose weight is W^T (in, out)
-        grad_x = compiled_onednn_linear(flat_grad, weight.t(), None).view(*grad_output.shape[:-1], weight.shape[1])
-    if ctx.needs_input_grad[1]:  # (out, N) @ (N, in): a linear whose weight is x^T (in, N)
-        grad_weight = compiled_onednn_linear(flat_grad.t(), x.reshape(-1, x.shape[-1]).t(), None)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = flat_grad.sum(0)  # (out,)
-    return grad_x, grad_weight, grad_bias
-
-
-compiled_onednn_linear.register_autograd(_compiled_backward, setup_context=_compiled_setup_context)
+def _compiled_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (M, K) @ (K, N) through the op itself (so a compiled backward stays differentiable)."""
+    return compiled_onednn_linear(a, b.t(), None)
 
 
 def _onednn_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,20 +125,28 @@ class _OneDNNLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):  # (..., out)
-        x, weight = ctx.saved_tensors
-        # Both gradient products are linears themselves, on transposed views (no copies). oneDNN's op has no autograd
-        # formula, so a differentiable backward (create_graph=True, grad mode on here) takes aten's matmuls.
-        product = torch.matmul if torch.is_grad_enabled() else _onednn_product
-        grad_x = grad_weight = grad_bias = None
-        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])  # (N, out)
-        if ctx.needs_input_grad[0]:
-            grad_x = product(flat_grad, weight).view(*grad_output.shape[:-1], weight.shape[1])  # (N, out) @ (out, in)
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            if ctx.needs_input_grad[1]:
-                grad_weight = product(flat_grad.t(), x.reshape(-1, x.shape[-1]))  # (out, N) @ (N, in) -> (out, in)
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                grad_bias = flat_grad.sum(0)  # (out,)
-        return grad_x, grad_weight, grad_bias
+        # oneDNN's op has no autograd formula, so a differentiable backward (create_graph=True, grad mode on here)
+        # takes aten's matmuls.
+        return _linear_grads(ctx, grad_output, torch.matmul if torch.is_grad_enabled() else _onednn_product)
+
+
+def _linear_grads(ctx, grad_output: torch.Tensor, product) -> tuple:
+    """The gradients of ``x @ weight^T + bias`` for ``grad_output`` (..., out) from the tensors ``setup_context`` saved;
+    both products are ``product(a, b) = a @ b`` on transposed views (no copies)."""
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = grad_bias = None
+    flat_grad = grad_output.reshape(-1, grad_output.shape[-1])  # (N, out)
+    if ctx.needs_input_grad[0]:
+        grad_x = product(flat_grad, weight).view(*grad_output.shape[:-1], weight.shape[1])  # (N, out) @ (out, in)
+    if ctx.needs_input_grad[1]:
+        grad_weight = product(flat_grad.t(), x.reshape(-1, x.shape[-1]))  # (out, N) @ (N, in) -> (out, in)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = flat_grad.sum(0)  # (out,)
+    return grad_x, grad_weight, grad_bias
+
+
+compiled_onednn_linear.register_autograd(lambda ctx, grad_output: _linear_grads(ctx, grad_output, _compiled_product),
+                                         setup_context=_OneDNNLinearFunction.setup_context)
 
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
