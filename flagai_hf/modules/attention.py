@@ -42,6 +42,21 @@ def eager_attention_forward(
     return output, probs
 
 
+def attention_kernel(module: nn.Module, query: torch.Tensor) -> Callable:
+    """The attention function ``module.config._attn_implementation`` names in transformers' registry
+    (``eager_attention_forward`` when it names none), for ``query`` (B, heads, Tq, head_dim).
+
+    One exception: a compiled CPU inference step with a single query per sequence (decoding) runs the written-out
+    attention under "sdpa", which inductor fuses into the step's own kernels; sdpa's CPU flash kernel is an opaque call
+    that cost about 200 us a layer there (GLM-large decoding, benchmarks/README.md). Same result up to fp32 rounding.
+    """
+    implementation = module.config._attn_implementation
+    if (implementation == "sdpa" and query.shape[-2] == 1 and query.device.type == "cpu" and not module.training
+            and torch.compiler.is_compiling()):
+        return eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
+
 def split_heads(fused: torch.Tensor, parts: int, num_heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
     """Split a fused projection (B, T, parts * heads * head_dim), laid out ``[q | k | v]`` (or ``[k | v]``), into
     ``parts`` views (B, heads, T, head_dim).
@@ -153,10 +168,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # (B, heads, past + T, head_dim)
 
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, probs = attention(
+        output, probs = attention_kernel(self, query)(
             self,
             query,
             key,

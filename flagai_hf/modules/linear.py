@@ -14,7 +14,10 @@ has oneDNN, both are plain tensors (not subclasses such as FSDP's sharded DTenso
 fp16 which reach oneDNN through ``F.linear`` anyway, float64) is ``F.linear``. Results equal ``F.linear``'s up to fp32
 summation order. Under ``torch.compile`` the same product is the custom op ``flagai_hf::onednn_linear``
 (``compiled_onednn_linear``: a fake implementation for tracing and the autograd formula below), so compiled graphs run
-oneDNN's kernel too instead of the aten matmuls the compiler would otherwise emit.
+oneDNN's kernel too instead of the aten matmuls the compiler would otherwise emit. The exception is an inference
+product of a single row (batch-1 decoding): compiled, it is written as ``(x * weight).sum(-1)``, which inductor
+generates as its own vectorised loop reading the weight once, faster than oneDNN's matrix-vector kernel on the
+measured machine (GLM-large's 97 weights, 1.4 GB: 30-33 ms against 37.5 ms; benchmarks/README.md).
 
 ``use_onednn_for_cpu(False)`` turns the path off for the whole process (every call then runs ``F.linear``), e.g. to
 compare kernels or to get results bitwise identical to a plain ``nn.Linear`` model; it is read at call time.
@@ -96,6 +99,14 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty((*x.shape[:-1], weight.shape[0]))  # (..., out)
 
 
+def _compiled_matrix_vector(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``linear`` of a single input row (x holds ``in`` elements) while compiling, written as a product and a sum
+    over ``in``, which inductor turns into one vectorised loop that streams the weight once (see the module
+    docstring)."""
+    out = (x.unsqueeze(-2) * weight).sum(-1)  # (..., 1, in) * (out, in) -> (..., out)
+    return out if bias is None else out + bias
+
+
 def _compiled_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` (M, K) @ (K, N) through the op itself (so a compiled backward stays differentiable)."""
     return compiled_onednn_linear(a, b.t(), None)
@@ -168,6 +179,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if not _takes_onednn_path(x, weight):
         return nn.functional.linear(x, weight, bias)
     if torch.compiler.is_compiling():
+        if x.numel() == x.shape[-1] and not _needs_grad(x, weight, bias):  # one row: a decoding step's product
+            return _compiled_matrix_vector(x, weight, bias)
         return compiled_onednn_linear(x, weight, bias)
     if _needs_grad(x, weight, bias):
         return _OneDNNLinearFunction.apply(x, weight, bias)

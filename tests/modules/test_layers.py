@@ -48,6 +48,29 @@ def test_self_attention_matches_reference(impl):
                                atol=1e-6, rtol=0)
 
 
+def test_compiled_single_query_attention_is_written_out():
+    """Compiled CPU inference with one query (a decoding step) under "sdpa" runs the written-out attention, which
+    inductor fuses, instead of sdpa's opaque kernel; longer queries keep sdpa. Both equal the reference."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    config = Config()
+    config._attn_implementation = "sdpa"
+    attention = SelfAttention(config, hidden_size=24, num_heads=3).eval()
+    for length, uses_sdpa in ((1, False), (4, True)):
+        graphs = []
+
+        def keep(graph_module, _):
+            graphs.append(str(graph_module.graph))
+            return graph_module
+        torch._dynamo.reset()
+        compiled = torch.compile(attention, fullgraph=True, backend=aot_autograd(fw_compiler=keep))
+        x = torch.randn(2, length, 24)
+        with torch.no_grad():
+            out, _ = compiled(x)
+        assert ("scaled_dot_product" in graphs[0]) == uses_sdpa
+        torch.testing.assert_close(out, reference_attention(attention, x, None), atol=1e-6, rtol=0)
+
+
 def test_attention_bias_shapes_and_fast_path():
     assert attention_bias(None, torch.float32) is None
     assert attention_bias(torch.ones(2, 4), torch.float32) is None  # nothing masked: the kernels' fast path

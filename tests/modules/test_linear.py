@@ -212,6 +212,39 @@ def test_compiled_graphs_call_onednn():
     assert "flagai_hf.onednn_linear" not in str(graphs[0].graph)
 
 
+def forward_graph(module, *inputs) -> str:
+    """The forward graph ``torch.compile`` (AOT autograd, no codegen) traces for ``module(*inputs)``."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def keep(graph_module, _):
+        graphs.append(str(graph_module.graph))
+        return graph_module
+    torch._dynamo.reset()
+    torch.compile(module, fullgraph=True, backend=aot_autograd(fw_compiler=keep))(*inputs)
+    return graphs[0]
+
+
+def test_compiled_single_row_inference_is_a_product_and_sum():
+    """Compiled, an inference product of one row (batch-1 decoding) is written as ``(x * weight).sum(-1)`` (which
+    inductor generates as its own matrix-vector loop), equal to F.linear; several rows, or a row that needs
+    gradients, keep the oneDNN op."""
+    layer, reference = make_layer()
+    with torch.no_grad():
+        for shape in ((1, 48), (1, 1, 48)):
+            graph = forward_graph(layer, torch.randn(shape))
+            assert "flagai_hf.onednn_linear" not in graph and "aten.sum" in graph
+        assert "flagai_hf.onednn_linear" in forward_graph(layer, torch.randn(2, 48))
+    assert "flagai_hf.onednn_linear" in forward_graph(layer, torch.randn(1, 48, requires_grad=True))
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True)  # inductor's generated loop
+    with torch.inference_mode():
+        for shape in ((1, 48), (1, 1, 48)):
+            x = torch.randn(shape)
+            torch.testing.assert_close(compiled(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
 class _TaggedTensor(torch.Tensor):
     """A trivial tensor subclass, standing in for FSDP's DTensor weights (which oneDNN's op refuses to mix)."""
 

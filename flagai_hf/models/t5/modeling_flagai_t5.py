@@ -29,11 +29,10 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from ...modules.activations import get_activation
-from ...modules.attention import (attention_bias, cached_key_length, eager_attention_forward, padding_mask_for_generate,
+from ...modules.attention import (attention_bias, attention_kernel, cached_key_length, padding_mask_for_generate,
                                   split_heads)
 from ...modules.blocks import PreNormBlock
 from ...modules.checks import GenerationChecks, check_input_ids
@@ -127,7 +126,7 @@ class RelativePositionBias(nn.Module):
 
 def _attend(module: nn.Module, query, key, value, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """The configured attention kernel with T5's scaling of 1; returns ``(output (B, Tq, heads, head_dim), probs)``."""
-    attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+    attention = attention_kernel(module, query)
     return attention(module, query, key, value, attention_mask, dropout=module.dropout if module.training else 0.0,
                      scaling=1.0, **kwargs)
 
