@@ -374,6 +374,7 @@ def main(argv=None) -> int:
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
           f"fp32_precision={env['fp32_matmul_precision']}, our CPU linears {env['our_cpu_linear']}, "
           f"load average {env['loadavg']}")
+    print(common.machine_line(env))
     print(f"warm-up {warmup}, repeats {repeats} (train {train_repeats}), medians; ratio = ref time / our time",
           flush=True)
     warning = common.busy_warning(args.threads)

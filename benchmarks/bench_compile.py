@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     bench_gpt2.quiet_libraries()
     info = common.environment_info()
     print(f"torch {torch.__version__}, {args.threads} threads, loadavg {common.load_average()}")
+    print(common.machine_line(info))
     warning = common.busy_warning(args.threads)
     if warning:
         print(warning)

@@ -21,6 +21,7 @@ eager vs sdpa attention, generation latency with vs without the K/V cache, and p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -217,10 +218,10 @@ def loop_generate(model, workload: Generation, inputs: dict, marks: list[float],
 
 
 def hf_generate(model, workload: Generation, inputs: dict, marks: list[float],
-                logits: list | None = None) -> torch.Tensor:
+                logits: list | None = None, options: dict | None = None) -> torch.Tensor:
     """``model.generate(**inputs)``, greedy, exactly ``new_tokens`` (no eos); a stopping criterion that never stops
     records the time after each new token. ``logits``: when given, generate's raw logits of each step are appended
-    (``output_logits=True``)."""
+    (``output_logits=True``). ``options``: more ``generate`` arguments (e.g. ``cache_implementation``)."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class Clock(StoppingCriteria):
@@ -232,7 +233,7 @@ def hf_generate(model, workload: Generation, inputs: dict, marks: list[float],
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=workload.new_tokens, do_sample=False, num_beams=1,
                              use_cache=workload.use_cache, eos_token_id=None, pad_token_id=model.config.pad_token_id,
-                             stopping_criteria=StoppingCriteriaList([Clock()]), **extra)
+                             stopping_criteria=StoppingCriteriaList([Clock()]), **extra, **(options or {}))
     if logits is not None:
         logits.extend(step.float() for step in out.logits)
         out = out.sequences
@@ -240,10 +241,12 @@ def hf_generate(model, workload: Generation, inputs: dict, marks: list[float],
 
 
 def generation_fn(model, workload: Generation, inputs: dict, record: list | None = None,
-                  logits: list | None = None):
+                  logits: list | None = None, options: dict | None = None):
     """A callable running one generation; appends ``(start, [time after each token])`` to ``record`` and, when
-    ``logits`` is given, each step's logits to it."""
-    run_one = loop_generate if workload.method == "loop" else hf_generate
+    ``logits`` is given, each step's logits to it. ``options``: ``hf_generate``'s (the generate method only)."""
+    if options and workload.method == "loop":
+        raise ValueError("generate() options given for the hand-written loop")
+    run_one = loop_generate if workload.method == "loop" else functools.partial(hf_generate, options=options)
 
     def run():
         marks: list[float] = []
@@ -561,6 +564,7 @@ def main(argv=None) -> int:
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
           f"fp32_precision={env['fp32_matmul_precision']}, our CPU linears {env['our_cpu_linear']}, "
           f"load average {env['loadavg']}")
+    print(common.machine_line(env))
     print(f"forward: warm-up {warmup}, repeats {repeats}, medians; generation: warm-up {gen_warmup} (the token check "
           f"run), repeats {gen_repeats}, medians", flush=True)
     warning = common.busy_warning(args.threads)

@@ -178,7 +178,8 @@ def main(argv=None) -> int:
     env = common.environment_info()
     print(f"GPT2 benchmark ({size}: {SIZES[size]}), fp32, sdpa; {env['threads']} threads, torch {env['torch']}, "
           f"transformers {env['transformers']}; warm-up {warmup}, repeats {repeats}, medians; our CPU "
-          f"linears: {env['our_cpu_linear']}", flush=True)
+          f"linears: {env['our_cpu_linear']}")
+    print(common.machine_line(env), flush=True)
     if warning:
         print(f"WARNING: {warning}", flush=True)
 

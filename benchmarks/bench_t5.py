@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     print(f"T5-{args.size} ({SIZES[args.size]}, vocab {VOCAB_SIZE}, {args.impl}, fp32): flagai_hf vs transformers")
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}, "
           f"our CPU linears {env['our_cpu_linear']}, load average {env['loadavg']}; warm-up {warmup}, "
-          f"repeats {repeats}, medians", flush=True)
+          f"repeats {repeats}, medians")
+    print(common.machine_line(env), flush=True)
     warning = common.busy_warning(args.threads)
     if warning:
         print("WARNING: " + warning, flush=True)

@@ -8,7 +8,7 @@ allocator's cached free memory make in-process numbers depend on whatever ran be
 Used by ``bench_bert.py``; written to be reused unchanged by the GPT2 / T5 / GLM benchmarks:
 
 - ``configure_torch``, ``add_linear_option``, ``environment_info``: thread count, our linear kernel and the facts a
-  result depends on.
+  result depends on (``machine_line``: the CPU and its measured kernel speeds, printed by every benchmark).
 - ``alternate``: time several callables interleaved; returns a ``Timing`` (all samples, median, min) per name.
 - ``max_abs_diff``: the largest elementwise difference of two tensors (or nested outputs), in float64.
 - ``MemoryProbe`` / ``run_memory_worker`` / ``measure_in_subprocess``: peak RSS of one workload in a fresh process.
@@ -68,25 +68,73 @@ def fp32_matmul_precision() -> str:
         return "n/a"
 
 
+def cpu_description() -> str:
+    """The CPU's name, x86 family / model and wide-vector features, e.g. "AMD EPYC (family 25, model 17; avx512f
+    avx512_bf16)": two machines that both call themselves "AMD EPYC" can differ twofold in fp32 matmul peak (a core
+    that runs AVX-512 at full width or in two halves), and the ratios against transformers' MKL kernels with them."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return platform.processor() or ""
+    flags = fields.get("flags", "").split()
+    features = " ".join(flag for flag in ("avx512f", "avx512_bf16", "amx_tile") if flag in flags)
+    return (f"{fields.get('model name', platform.processor())} (family {fields.get('cpu family', '?')}, model "
+            f"{fields.get('model', '?')}; {features or 'no avx512'})")
+
+
+_machine_speed: dict | None = None
+
+
+def machine_speed() -> dict:
+    """This machine's kernel speeds, measured once per process (about a second, at the configured threads): an fp32
+    1024 x 1024 x 1024 product through MKL (``F.linear``, what transformers runs) and oneDNN (our linears), GFLOP/s,
+    and the read bandwidth of a 256 MiB ``sum``, GB/s. A compute-bound forward's ratio against transformers is about
+    the first two's ratio; a batch-1 decode step's floor is its weight bytes over the third."""
+    global _machine_speed
+    if _machine_speed is None:
+        x, w = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        big = torch.ones(64 * MIB)  # 256 MiB of float32
+        kernels = {"mkl_gflops": lambda: torch.nn.functional.linear(x, w), "read_gbs": big.sum}
+        if torch.backends.mkldnn.is_available():
+            kernels["onednn_gflops"] = lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+        work = {"mkl_gflops": 2 * 1024**3 / 1e9, "onednn_gflops": 2 * 1024**3 / 1e9, "read_gbs": big.numel() * 4 / 1e9}
+        seconds: dict[str, list[float]] = {name: [] for name in kernels}
+        for index in range(9):  # interleaved; the first 2 rounds warm up
+            for name, kernel in kernels.items():
+                start = time.perf_counter()
+                kernel()
+                if index >= 2:
+                    seconds[name].append(time.perf_counter() - start)
+        _machine_speed = {name: round(work[name] / statistics.median(seconds[name]), 1) for name in kernels}
+    return _machine_speed
+
+
+def machine_line(env: dict) -> str:
+    speed = env["machine_speed"]
+    return (f"machine: {env['cpu']}; fp32 1024^3 product MKL {speed['mkl_gflops']} GFLOP/s, oneDNN "
+            f"{speed.get('onednn_gflops', '-')} GFLOP/s; 256 MiB read {speed['read_gbs']} GB/s")
+
+
 def environment_info() -> dict:
-    """What a timing depends on: versions, threads, matmul precision setting, CPU and its load when asked."""
+    """What a timing depends on: versions, threads, matmul precision setting, CPU, its kernel speeds and its load."""
     import transformers
 
     from flagai_hf.modules.linear import onednn_for_cpu_enabled
 
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": cpu,
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
+        "machine_speed": machine_speed(),
         "fp32_matmul_precision": fp32_matmul_precision(),
         "our_cpu_linear": "oneDNN" if onednn_for_cpu_enabled() else "F.linear",
         "loadavg": load_average(),
