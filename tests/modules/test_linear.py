@@ -6,6 +6,7 @@ from unittest import mock
 import pytest
 import torch
 from torch import nn
+from traced_graphs import forward_graph
 
 from flagai_hf.modules import linear as linear_module
 from flagai_hf.modules.linear import Linear, linear, use_onednn_for_cpu
@@ -210,20 +211,6 @@ def test_compiled_graphs_call_onednn():
     graphs.clear()
     torch.compile(layer.double(), fullgraph=True, backend=capture)(x.detach().double())
     assert "flagai_hf.onednn_linear" not in str(graphs[0].graph)
-
-
-def forward_graph(module, *inputs) -> str:
-    """The forward graph ``torch.compile`` (AOT autograd, no codegen) traces for ``module(*inputs)``."""
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = []
-
-    def keep(graph_module, _):
-        graphs.append(str(graph_module.graph))
-        return graph_module
-    torch._dynamo.reset()
-    torch.compile(module, fullgraph=True, backend=aot_autograd(fw_compiler=keep))(*inputs)
-    return graphs[0]
 
 
 def test_compiled_single_row_inference_is_a_product_and_sum():
