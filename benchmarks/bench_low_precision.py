@@ -142,7 +142,7 @@ def run_glm(folder: Path, quick: bool, warmup: int, repeats: int, baseline: Path
     finally:
         if child is not None:
             child.close()
-    read_once = common.alternate({"read": lambda: read_every_weight(models["fp32"])}, warmup=1, repeats=5)["read"]
+    read_once = common.alternate({"read": lambda: common.touch_tensors(models["fp32"])}, warmup=1, repeats=5)["read"]
     result = rows("GLM-large" if not quick else "GLM (quick)", workload.new_tokens, timings, qualities)
     for row in result:
         first, later = token_times(records[row["mode"]][-repeats:])
@@ -155,12 +155,6 @@ COMPILED = "fp32 compiled"
 # The compiled mode: fixed shapes at every decode step; transformers' own compile of static-cache generation off, so
 # the compiled forward above is the only one.
 STATIC_CACHE = {"cache_implementation": "static", "disable_compile": True}
-
-
-def read_every_weight(model: torch.nn.Module) -> None:
-    """Read every parameter once (a sum; tied weights once): the least memory traffic of one decode step."""
-    for tensor in {param.data_ptr(): param for param in model.parameters()}.values():
-        tensor.sum()
 
 
 def token_times(records: list) -> tuple[float, float]:
@@ -340,8 +334,8 @@ def main(argv=None) -> int:
                                    ("cos_mean", "mean")]))
     glm = next((row for row in decode if row["model"].startswith("GLM")), None)
     if glm:
-        print(f"GLM: reading every fp32 weight once takes {glm['read_once_ms']:.1f} ms (a sum over each parameter), "
-              "the least a later token's fp32 decode step can take at this machine's memory bandwidth")
+        print(f"GLM: reading every fp32 weight once takes {glm['read_once_ms']:.1f} ms (a sum over each parameter "
+              "and buffer), the least a later token's fp32 decode step can take at this machine's memory bandwidth")
     print(f"load average now {common.load_average()}")
     if args.json:
         common.write_json(args.json, {"environment": common.environment_info(), "decode": decode, "real_text": real})

@@ -104,14 +104,8 @@ def machine_speed() -> dict:
         if torch.backends.mkldnn.is_available():
             kernels["onednn_gflops"] = lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
         work = {"mkl_gflops": 2 * 1024**3 / 1e9, "onednn_gflops": 2 * 1024**3 / 1e9, "read_gbs": big.numel() * 4 / 1e9}
-        seconds: dict[str, list[float]] = {name: [] for name in kernels}
-        for index in range(9):  # interleaved; the first 2 rounds warm up
-            for name, kernel in kernels.items():
-                start = time.perf_counter()
-                kernel()
-                if index >= 2:
-                    seconds[name].append(time.perf_counter() - start)
-        _machine_speed = {name: round(work[name] / statistics.median(seconds[name]), 1) for name in kernels}
+        timings = alternate(kernels, warmup=2, repeats=7, collect_garbage=False)
+        _machine_speed = {name: round(work[name] / timing.median, 1) for name, timing in timings.items()}
     return _machine_speed
 
 
@@ -206,11 +200,14 @@ class Timing:
                 "samples_s": self.samples, "cpu_samples_s": self.cpu}
 
 
-def alternate(funcs: dict[str, Callable[[], object]], warmup: int = 2, repeats: int = 5) -> dict[str, Timing]:
+def alternate(funcs: dict[str, Callable[[], object]], warmup: int = 2, repeats: int = 5,
+              collect_garbage: bool = True) -> dict[str, Timing]:
     """Run every callable ``warmup`` times, then ``repeats`` timed rounds, interleaved call by call.
 
     The order rotates each round (A B, B A, A B, ...), so slow drifts in the machine's speed (other processes, clock
     changes) fall on both sides alike. Returns one ``Timing`` per name (wall and CPU seconds of every repeat).
+    ``collect_garbage``: a ``gc.collect()`` before each timed call (off for millisecond kernels, where a collection
+    with transformers imported costs more than the kernel).
     """
     names = list(funcs)
     for index in range(warmup):
@@ -219,7 +216,8 @@ def alternate(funcs: dict[str, Callable[[], object]], warmup: int = 2, repeats: 
     timings = {name: Timing() for name in names}
     for index in range(repeats):
         for name in _rotated(names, index):
-            gc.collect()
+            if collect_garbage:
+                gc.collect()
             cpu_start, start = time.process_time(), time.perf_counter()
             funcs[name]()
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
